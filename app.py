@@ -1,0 +1,53 @@
+"""Conditioning Lab: see and measure how diffusion models are conditioned.
+
+This file only wires the interface; the math lives in guidance/, condition/, models/ and
+pipelines/, all usable from a notebook without Gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from models.profiles import Profile, default_profile_name, load_profile  # noqa: E402
+from models.runtime import pick_runtime  # noqa: E402
+from ui import playground  # noqa: E402
+
+TITLE = "Conditioning Lab"
+
+
+def build_app(profile: Profile) -> gr.Blocks:
+    runtime = pick_runtime()
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(
+            f"# {TITLE}\nHow diffusion models are steered: classifier guidance, CFG, Perp-CFG, cross-attention, "
+            f"ControlNet and CLIP image conditioning.\n\n"
+            f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.name}**"
+        )
+        with gr.Tab("2D guidance playground"):
+            playground.build()
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=TITLE)
+    parser.add_argument("--profile", default=None, help="built-in profile name (full, toy) or a .toml path")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    profile = load_profile(args.profile or default_profile_name())
+    demo = build_app(profile)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

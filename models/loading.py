@@ -1,0 +1,75 @@
+"""Loading models from a hub id or a local folder, safetensors only, cached per process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from models.runtime import Runtime, pick_runtime
+
+
+class ModelUnavailable(ValueError):
+    """A role's model cannot be loaded; the message says what to do about it."""
+
+
+_CACHE: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def cached(key: tuple, build: Callable[[], object]) -> object:
+    """Build once per key; concurrent first requests wait for the one load."""
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
+
+
+def unavailable(role: str, source: str, error: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"The '{role}' model could not be loaded from {source!r} ({type(error).__name__}: {str(error)[:200]}). "
+        f"Point the profile at a local copy: add  {role} = \"/path/to/folder\"  to your profile TOML "
+        f"(python app.py --profile my.toml), or run with network access so it can be downloaded."
+    )
+
+
+def _load_kwargs(runtime: Runtime) -> dict:
+    return {"torch_dtype": runtime.dtype, "use_safetensors": True}
+
+
+def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd"):
+    """A Stable-Diffusion-1.x-style folder or hub id as :class:`SDComponents`.
+
+    A folder without ``vae/`` is a pixel-space model (the toy profile's layout).
+    """
+    runtime = runtime or pick_runtime()
+
+    def build():
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from pipelines.text_to_image import SDComponents
+
+        kw = _load_kwargs(runtime)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
+            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+            scheduler_config = _scheduler_config(source)
+            vae = None
+            if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
+                vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
+        except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
+            raise unavailable(role, source, e) from e
+        for m in (unet, text_encoder, vae):
+            if m is not None:
+                m.to(runtime.device).eval().requires_grad_(False)
+        return SDComponents(unet, text_encoder, tokenizer, scheduler_config, vae, source=source)
+
+    return cached(("sd", source, runtime), build)
+
+
+def _scheduler_config(source: str) -> dict:
+    from diffusers import DDIMScheduler
+
+    return dict(DDIMScheduler.load_config(source, subfolder="scheduler"))

@@ -1,0 +1,127 @@
+"""Profiles: which model fills each role, plus limits, from a TOML file.
+
+Top-level keys are roles; a value is a hub id, a local folder (relative paths are taken
+from the profile file's folder), or an inline table ``{ source = "...", ... }`` for roles
+that need options. Tables such as ``[limits]`` hold settings. Example::
+
+    sd = "/models/my-sd"
+    [limits]
+    max_steps = 50
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE_DIR = ROOT / "assets" / "profiles"
+SETTING_TABLES = ("limits", "runtime", "meta")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps checked before any model work (env ``CONDLAB_MAX_*`` overrides the profile)."""
+
+    max_pixels: int = 512 * 512
+    max_steps: int = 100
+    max_images: int = 4
+    max_upload_pixels: int = 4096 * 4096
+    timeout_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, table: dict) -> Limits:
+        values = {}
+        for name, kind in (("max_pixels", int), ("max_steps", int), ("max_images", int),
+                           ("max_upload_pixels", int), ("timeout_s", float)):
+            raw = os.environ.get(f"CONDLAB_{name.upper()}", table.get(name))
+            if raw is not None:
+                try:
+                    values[name] = kind(raw)
+                except (TypeError, ValueError):
+                    raise ValueError(f"limit {name} must be a number, got {raw!r}") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path | None
+    roles: dict[str, dict] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)
+
+    def source(self, role: str) -> str | None:
+        """The role's hub id or absolute folder, or None when the profile does not name it."""
+        entry = self.roles.get(role)
+        return entry["source"] if entry else None
+
+    def options(self, role: str) -> dict:
+        entry = dict(self.roles.get(role) or {})
+        entry.pop("source", None)
+        return entry
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_settings(self.settings.get("limits", {}))
+
+    @property
+    def description(self) -> str:
+        return self.settings.get("meta", {}).get("description", "")
+
+
+def _resolve(value: str, base: Path) -> str:
+    if value.startswith(("http://", "https://")):
+        return value
+    candidate = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+    if value.startswith((".", "/")) or candidate.exists():
+        return str(candidate)
+    return value  # a hub id such as "org/name"
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """A built-in profile by name (``full``, ``toy``) or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        builtin = PROFILE_DIR / f"{name_or_path}.toml"
+        if not builtin.exists():
+            known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.toml")))
+            raise ValueError(f"unknown profile {str(name_or_path)!r}; built-in profiles: {known}, or give a .toml path")
+        path = builtin
+    if not path.exists():
+        raise ValueError(f"profile file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"profile {path} is not valid TOML: {e}") from None
+    roles, settings = {}, {}
+    for key, value in data.items():
+        if key in SETTING_TABLES:
+            settings[key] = value
+        elif isinstance(value, str):
+            roles[key] = {"source": _resolve(value, path.parent)}
+        elif isinstance(value, dict) and isinstance(value.get("source"), str):
+            roles[key] = {**value, "source": _resolve(value["source"], path.parent)}
+        else:
+            raise ValueError(f"profile {path}: role {key!r} must be a string or a table with a 'source'")
+    return Profile(path.stem, path, roles, settings)
+
+
+def toy_available() -> bool:
+    return (PROFILE_DIR / "toy.toml").exists() and (ROOT / "assets" / "toy" / "sd" / "unet").is_dir()
+
+
+def default_profile_name() -> str:
+    """``CONDLAB_PROFILE`` if set; else ``full`` with CUDA, ``toy`` without (``full`` if toy is absent)."""
+    env = os.environ.get("CONDLAB_PROFILE")
+    if env:
+        return env
+    if torch.cuda.is_available() or not toy_available():
+        return "full"
+    return "toy"

@@ -1,0 +1,41 @@
+"""Device and dtype, decided in one place for every model and tensor in the app."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return f"{self.device.type} {str(self.dtype).removeprefix('torch.')}"
+
+
+def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
+    """CUDA in float16 when available, else CPU in float32.
+
+    ``CONDLAB_DEVICE`` / ``CONDLAB_DTYPE`` (or the arguments) override the choice, which
+    is how the tests run the CUDA code path's half-precision dtypes on the CPU.
+    """
+    device = device or os.environ.get("CONDLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    dtype = dtype or os.environ.get("CONDLAB_DTYPE") or ("float16" if dev.type == "cuda" else "float32")
+    try:
+        dt = getattr(torch, dtype)
+        if not isinstance(dt, torch.dtype):
+            raise AttributeError
+    except AttributeError:
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+    return Runtime(dev, dt)
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """Noise is drawn on the CPU so one seed gives the same image on CPU and CUDA."""
+    return torch.Generator("cpu").manual_seed(int(seed))

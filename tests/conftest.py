@@ -1,0 +1,14 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+
+from models.tiny import build_tiny_sd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory):
+    """A tiny SD-1.x folder saved with save_pretrained, loaded like a hub id would be."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "sd")
