@@ -33,6 +33,39 @@ def unavailable(role: str, source: str, error: Exception) -> ModelUnavailable:
     )
 
 
+def require_source(profile, role: str) -> str:
+    """The role's source in ``profile``, or a ``ModelUnavailable`` saying how to add it."""
+    source = profile.source(role)
+    if source is None:
+        where = f" ({profile.path})" if getattr(profile, "path", None) else ""
+        raise ModelUnavailable(
+            f"The profile '{profile.name}'{where} names no '{role}' model, so this tab is off. Add a line "
+            f" {role} = \"hub-id-or-/path/to/folder\"  to the profile TOML and restart the app."
+        )
+    return source
+
+
+def load_role_sd(profile, runtime: Runtime | None = None, role: str = "sd"):
+    """Lazily load (once per process) the profile's SD-style model for ``role``."""
+    return load_sd(require_source(profile, role), runtime, role=role)
+
+
+def sd_native_size(source: str) -> int | None:
+    """A local SD folder's training resolution in pixels, read from its configs (no weights); None if unknown."""
+    import json
+
+    folder = Path(source)
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        factor = 1
+        if (folder / "vae" / "config.json").exists():
+            vae = json.loads((folder / "vae" / "config.json").read_text())
+            factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        return int(unet["sample_size"]) * factor
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _load_kwargs(runtime: Runtime) -> dict:
     return {"torch_dtype": runtime.dtype, "use_safetensors": True}
 

@@ -9,16 +9,20 @@ Usable from a notebook without Gradio::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
 from guidance.sampler import SampleResult, StepState, initial_noise, sample
 from models.denoisers import UNetDenoiser
+from models.profiles import Limits
 from models.runtime import cpu_generator
+from pipelines.attention import AttentionStore, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
 
 
@@ -52,12 +56,59 @@ class GenerationResult:
     images: Tensor  # [B, 3, H, W] in [0, 1], float32 on the CPU
     result: SampleResult
     truncated: list[str]
+    attention: Tensor | None = None  # [B, h, w, tokens] mean cross-attention on the latent grid
+
+
+@dataclass(frozen=True)
+class T2IParams:
+    """The public parameters of ``/text_to_image`` (names and defaults are the API)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance: str = "cfg"
+    scale: float = 7.5
+    eta: float = 0.0
+    basis: str = "uncond"
+    rescale: float = 0.0
+    steps: int = 25
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    scheduler: str = "ddim"
+    num_images: int = 1
+
+    @property
+    def rule(self) -> GuidanceRule:
+        return GuidanceRule(self.guidance, self.scale, self.eta, self.basis, self.rescale)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def check_size(width: int, height: int, multiple: int = 8) -> None:
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or v < multiple or v % multiple:
             raise ValueError(f"{name} must be a positive multiple of {multiple}, got {v!r}")
+
+
+def check_limits(limits: Limits, *, width: int, height: int, steps: int, num_images: int = 1) -> None:
+    """The profile's caps, checked before any model work (``ValueError`` says which cap and how to raise it)."""
+    if width * height > limits.max_pixels:
+        raise ValueError(
+            f"{width}x{height} is {width * height} pixels, above this profile's cap of {limits.max_pixels} "
+            f"(max_pixels in the profile's [limits], or CONDLAB_MAX_PIXELS)"
+        )
+    if not 1 <= steps <= limits.max_steps:
+        raise ValueError(f"steps must be between 1 and {limits.max_steps} (this profile's max_steps), got {steps}")
+    if not 1 <= num_images <= limits.max_images:
+        raise ValueError(f"num_images must be between 1 and {limits.max_images} (this profile's max_images), "
+                         f"got {num_images}")
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """``[3, H, W]`` in [0, 1] to an 8-bit PIL image, rounded as diffusers' ``numpy_to_pil`` does."""
+    array = (image.permute(1, 2, 0).float().numpy() * 255).round().astype("uint8")
+    return Image.fromarray(array)
 
 
 def decode(sd: SDComponents, x: Tensor) -> Tensor:
@@ -83,8 +134,15 @@ def text_to_image(
     generator: torch.Generator | None = None,
     callback: Callable[[StepState], None] | None = None,
     cross_attention_kwargs: dict | None = None,
+    attention: bool = False,
+    diagnostics: bool = True,
 ) -> GenerationResult:
-    """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt."""
+    """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
+
+    ``attention=True`` also records the conditional branch's cross-attention maps
+    (:mod:`pipelines.attention`); otherwise the UNet runs with its own processors untouched.
+    ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
+    """
     size = sd.unet.config.sample_size * sd.vae_scale_factor
     width, height = width or size, height or size
     check_size(width, height, 8 if sd.vae is not None else 1)
@@ -96,8 +154,11 @@ def text_to_image(
     shape = (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
     generator = generator or cpu_generator(seed)
     noise = initial_noise(shape, generator, sd.device, sd.dtype)
-    result = sample(
-        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None),
-    )
-    return GenerationResult(decode(sd, result.sample), result, text.truncated[:1])
+    store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
+    with recording(sd.unet, store) if store is not None else nullcontext():
+        result = sample(
+            denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
+            step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
+        )
+    maps = store.maps() if store is not None else None
+    return GenerationResult(decode(sd, result.sample), result, text.truncated[:1], maps)

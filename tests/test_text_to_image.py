@@ -1,0 +1,219 @@
+"""Text-to-image tab, library level: the endpoint functions against diffusers' StableDiffusionPipeline."""
+
+import ast
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from guidance.rules import GuidanceRule
+from models.loading import load_sd
+from models.profiles import load_profile
+from models.runtime import pick_runtime
+from pipelines.attention import RecordingProcessor, cross_attention_layers, token_positions
+from pipelines.metadata import client_snippet, read_png_metadata, save_png
+from pipelines.schedulers import make_scheduler
+from pipelines.sweep import guidance_sweep, parse_scales, sweep_grid
+from pipelines.text_to_image import text_to_image
+from ui.text_to_image import make_endpoints
+
+CPU32 = pick_runtime("cpu", "float32")
+PROMPT = "a photo of a red cat"
+SMALL = dict(steps=4, width=32, height=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two torch threads on this shared 2-core machine spin-wait and run ~10x slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_profile(folder, sd: str | None, **limits) -> str:
+    lines = [f'sd = "{sd}"'] if sd is not None else []
+    lines += ["[limits]", "max_pixels = 4096", "max_steps = 10", "max_images = 2"]
+    lines += [f"{k} = {v}" for k, v in limits.items()]
+    path = folder / "profile.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def endpoints(tiny_sd_folder, tmp_path_factory):
+    return make_endpoints(load_profile(write_profile(tmp_path_factory.mktemp("profile"), str(tiny_sd_folder))))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_sd_folder):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_folder, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def as_array(images) -> np.ndarray:
+    return np.stack([np.asarray(img[0] if isinstance(img, tuple) else img, dtype=np.int16) for img in images])
+
+
+@pytest.mark.parametrize("negative,phi", [("", 0.0), ("blue square", 0.0), ("", 0.7)])
+def test_endpoint_matches_stable_diffusion_pipeline(endpoints, reference, tiny_sd_folder, negative, phi):
+    t2i, _ = endpoints
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    reference.scheduler = make_scheduler("ddim", sd.scheduler_config)
+    expected = reference(
+        PROMPT, negative_prompt=negative or None, guidance_scale=7.5, guidance_rescale=phi, num_inference_steps=4,
+        height=32, width=32, num_images_per_prompt=2, generator=torch.Generator("cpu").manual_seed(7),
+    ).images
+    gallery, plot, meta, seed, overlays, snippet = t2i(
+        PROMPT, negative, "cfg", 7.5, 0.0, "uncond", phi, 4, 32, 32, 7, "ddim", 2, "")
+    assert seed == 7 and meta["seed"] == 7 and overlays == []
+    assert np.abs(as_array(gallery) - as_array(expected)).max() <= 1
+    assert meta["rule"]["formula"].startswith("ε = u + w (c − u)") and "diffusers" in meta["versions"]
+    assert isinstance(plot, Image.Image)
+    ast.parse(snippet)
+    # Not vacuous: another seed gives other pixels.
+    other = t2i(PROMPT, negative, "cfg", 7.5, 0.0, "uncond", phi, 4, 32, 32, 8, "ddim", 2, "")[0]
+    assert np.abs(as_array(other) - as_array(expected)).max() > 1
+
+
+def test_perp_cfg_eta_one_equals_cfg_through_endpoint(endpoints):
+    t2i, _ = endpoints
+    a = t2i(PROMPT, "", "cfg", 6.0, 0.0, "uncond", 0.0, 4, 32, 32, 3, "euler", 2, "")[0]
+    b = t2i(PROMPT, "", "perp-cfg", 6.0, 1.0, "uncond", 0.0, 4, 32, 32, 3, "euler", 2, "")[0]
+    c = t2i(PROMPT, "", "perp-cfg", 6.0, 0.0, "uncond", 0.0, 4, 32, 32, 3, "euler", 2, "")[0]
+    assert np.abs(as_array(a) - as_array(b)).max() <= 1
+    assert np.abs(as_array(a) - as_array(c)).max() > 1
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_end_to_end(endpoints, monkeypatch, dtype):
+    """The CUDA path's half dtypes, on the CPU: the same endpoint with CONDLAB_DTYPE set."""
+    t2i, _ = endpoints
+    monkeypatch.setenv("CONDLAB_DTYPE", dtype)
+    try:
+        gallery, _, meta, *_ = t2i(PROMPT, "dog", "perp-cfg", 7.5, 0.0, "uncond", 0.7, 3, 32, 32, 1, "dpm++2m", 1, "")
+    except gr.Error as e:
+        if dtype == "float16" and "NotImplementedError" in str(e):
+            pytest.skip(f"float16 CPU kernels missing: {e}")
+        raise
+    assert meta["runtime"] == f"cpu {dtype}"
+    monkeypatch.delenv("CONDLAB_DTYPE")
+    full = t2i(PROMPT, "dog", "perp-cfg", 7.5, 0.0, "uncond", 0.7, 3, 32, 32, 1, "dpm++2m", 1, "")[0]
+    half, ref = as_array(gallery), as_array(full)
+    assert half.shape == ref.shape == (1, 32, 32, 3)
+    # Half precision drifts a little, but the image is the same image, not noise or NaN-black.
+    assert np.abs(half - ref).mean() < 12, np.abs(half - ref).mean()
+
+
+BAD = [
+    (dict(scale=float("nan")), "scale"), (dict(scale=-1), "scale"), (dict(scale=1e9), "scale"),
+    (dict(steps=0), "steps"), (dict(steps=11), "steps"), (dict(width=33), "multiple of 8"),
+    (dict(width=128, height=128), "pixels"), (dict(scheduler="plms"), "scheduler"), (dict(num_images=3), "num_images"),
+    (dict(guidance="pag"), "guidance"), (dict(eta=2), "eta"), (dict(seed=-2), "seed"), (dict(basis="x"), "basis"),
+]
+
+
+@pytest.mark.parametrize("bad,word", BAD, ids=[next(iter(b)) + str(i) for i, (b, _) in enumerate(BAD)])
+def test_bad_input_rejected_before_model_work(tmp_path, bad, word):
+    # The model folder does not exist: an error about the input proves no load was attempted.
+    t2i, _ = make_endpoints(load_profile(write_profile(tmp_path, str(tmp_path / "missing"))))
+    kw = dict(prompt="x", guidance="cfg", scale=7.5, eta=0.0, basis="uncond", rescale=0.0, steps=2, width=32,
+              height=32, seed=0, scheduler="ddim", num_images=1)
+    with pytest.raises(gr.Error, match=word):
+        t2i(**{**kw, **bad})
+
+
+def test_missing_role_and_missing_model_messages(tmp_path):
+    t2i, sweep = make_endpoints(load_profile(write_profile(tmp_path, None)))
+    for call in (lambda: t2i("x", "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 0, "ddim", 1, ""),
+                 lambda: sweep("x", "", "1, 2", 0, "uncond", 0, 2, 32, 32, 0, "ddim")):
+        with pytest.raises(gr.Error) as err:
+            call()
+        assert "names no 'sd' model" in err.value.message
+    missing = str(tmp_path / "nowhere")
+    t2i, _ = make_endpoints(load_profile(write_profile(tmp_path, missing)))
+    with pytest.raises(gr.Error) as err:
+        t2i("x", "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 0, "ddim", 1, "")
+    message = err.value.message
+    assert "'sd'" in message and missing in message and "profile" in message
+
+
+def test_long_prompt_is_truncated_and_reported(endpoints):
+    t2i, _ = endpoints
+    meta = t2i("red cat " * 60, "", "cfg", 5, 0, "uncond", 0, 1, 32, 32, 0, "ddim", 1, "")[2]
+    assert meta["truncated"] and "77 tokens" in meta["notes"][0]
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-a"])
+def test_batched_sweep_equals_individual_runs(tiny_sd_folder, scheduler):
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    small = dict(SMALL, steps=3)
+    out = guidance_sweep(sd, PROMPT, [1.0, 12.0], negative_prompt="dog", eta=0.2, rescale_phi=0.3, seed=11,
+                         scheduler=scheduler, **small)
+    assert out.images.shape == (4, 3, 32, 32)
+    for k, (name, scale) in enumerate(out.cells):
+        single = text_to_image(sd, PROMPT, negative_prompt="dog", rule=GuidanceRule(name, scale, eta=0.2, rescale=0.3),
+                               seed=11, scheduler=scheduler, **small).images[0]
+        assert (out.images[k] - single).abs().max().item() <= 1e-4, (name, scale)
+    grid = sweep_grid(out.images, out.cells)
+    assert grid.width > 2 * 32 and grid.height > 2 * 32
+
+
+def test_sweep_endpoint_and_scale_parsing(endpoints):
+    _, sweep = endpoints
+    grid, meta, seed = sweep(PROMPT, "", "1, 7.5", 0, "uncond", 0, 2, 32, 32, 5, "ddim")
+    assert seed == 5 and meta["batched_rows"] == 4 and isinstance(grid, Image.Image)
+    assert read_png_metadata(grid)["parameters"]["scales"] == [1.0, 7.5]
+    assert parse_scales(" 1;3 ,7.5") == [1.0, 3.0, 7.5]
+    for bad in ("", "1, x", "nan", "-1", "31", ",".join(["1"] * 9)):
+        with pytest.raises(ValueError):
+            parse_scales(bad)
+
+
+def test_attention_off_installs_nothing_and_on_changes_no_pixel(tiny_sd_folder):
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    rule = GuidanceRule("cfg", 7.5)
+
+    def kinds(_state):
+        seen.append(sum(isinstance(p, RecordingProcessor) for p in sd.unet.attn_processors.values()))
+
+    seen: list[int] = []
+    off = text_to_image(sd, PROMPT, rule=rule, num_images=2, callback=kinds, **SMALL)
+    assert seen == [0] * 4 and off.attention is None
+    seen.clear()
+    on = text_to_image(sd, PROMPT, rule=rule, num_images=2, callback=kinds, attention=True, **SMALL)
+    assert seen == [len(cross_attention_layers(sd.unet))] * 4 and seen[0] > 0
+    assert not any(isinstance(p, RecordingProcessor) for p in sd.unet.attn_processors.values())
+    assert torch.equal(on.images, off.images)
+    maps = on.attention
+    assert maps.shape == (2, 16, 16, sd.tokenizer.model_max_length)  # latent grid of a 32x32 image
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 16, 16), atol=1e-4)
+    assert (maps >= 0).all()
+
+
+def test_attention_endpoint_overlay_and_token_lookup(endpoints):
+    t2i, _ = endpoints
+    gallery, _, _, _, overlays, _ = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 1, "ddim", 2, "red")
+    assert len(overlays) == 2 and overlays[0][0].size == gallery[0][0].size
+    assert token_positions(["a", "photo", "of", "a", "red", "cat"], "RED") == [5]
+    assert token_positions(["re", "d", "cat"], "red") == [1, 2]
+    with pytest.raises(ValueError, match="not in the prompt"):
+        token_positions(["a", "cat"], "dog")
+    with pytest.raises(gr.Error, match="not in the prompt"):
+        t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 1, "ddim", 1, "zebra")
+
+
+def test_png_metadata_round_trip_and_snippet(tmp_path, endpoints):
+    t2i, _ = endpoints
+    gallery, *_, snippet = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 9, "ddim", 1, "")
+    path = save_png(gallery[0][0], tmp_path / "x.png")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and "Negative" not in img.text["parameters"]
+        assert read_png_metadata(img)["parameters"]["seed"] == 9
+    assert "api_name='/text_to_image'" in snippet and "seed=9" in snippet
+    code = client_snippet("guidance_sweep", {"prompt": "a 'quoted' prompt", "scales": [1.0, 2.0]})
+    ast.parse(code)
