@@ -1,0 +1,184 @@
+"""ControlNet through the one sampler loop: one or several ControlNets feeding the same UNet.
+
+Usable from a notebook without Gradio::
+
+    sd = load_sd("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    net = load_controlnet("lllyasviel/control_v11p_sd15_canny")
+    out = controlnet_to_image(sd, [ControlSpec(net, canny_map(photo), scale=1.0)], "a house",
+                              rule=GuidanceRule("cfg", 7.5), steps=25, seed=0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from condition.text import encode_prompts
+from guidance.rules import GuidanceRule
+from guidance.sampler import ModelCall, StepState, initial_noise, sample
+from models.denoisers import UNetDenoiser
+from models.runtime import cpu_generator
+from pipelines.schedulers import make_scheduler, step_kwargs_for
+from pipelines.text_to_image import GenerationResult, SDComponents, check_size, decode
+
+MAX_CONDITIONING_SCALE = 2.0
+
+
+@dataclass
+class ControlSpec:
+    """One ControlNet and how strongly, and over which part of the schedule, it steers.
+
+    ``image`` is the control map (PIL, HxWx3 uint8 array, or a ``[1|B, 3, H, W]`` tensor in [0, 1]).
+    ``start``/``end`` are fractions of the schedule: step i of n is on when i/n ≥ start and
+    (i+1)/n ≤ end, as diffusers' ``control_guidance_start/end``.
+    """
+
+    controlnet: object
+    image: Image.Image | np.ndarray | Tensor
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def __post_init__(self) -> None:
+        validate_control(self.scale, self.start, self.end)
+
+
+def validate_control(scale: float, start: float, end: float) -> None:
+    """Readable errors for the three numbers every ControlNet takes."""
+    for name, v, hi in (("conditioning_scale", scale, MAX_CONDITIONING_SCALE), ("guidance_start", start, 1.0),
+                        ("guidance_end", end, 1.0)):  # fmt: skip
+        if not isinstance(v, int | float) or not np.isfinite(v) or not 0 <= v <= hi:
+            raise ValueError(f"{name} must be between 0 and {hi:g}, got {v!r}")
+    if start > end:
+        raise ValueError(f"guidance_start ({start:g}) must not be after guidance_end ({end:g})")
+
+
+def control_keep(step_index: int, num_steps: int, start: float, end: float) -> float:
+    """1.0 when the ControlNet is on at this step, else 0.0 (diffusers' ``controlnet_keep``, verbatim)."""
+    return 1.0 - float(step_index / num_steps < start or (step_index + 1) / num_steps > end)
+
+
+def control_tensor(image: Image.Image | np.ndarray | Tensor, width: int, height: int) -> Tensor:
+    """The map as ``[N, 3, H, W]`` in [0, 1] at the output size, prepared exactly as diffusers prepares it."""
+    if isinstance(image, Tensor):
+        t = image if image.ndim == 4 else image.unsqueeze(0)
+        if t.shape[-2:] != (height, width):
+            t = torch.nn.functional.interpolate(t.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return t.float()
+    from diffusers.image_processor import VaeImageProcessor
+
+    # do_normalize=False: ControlNets take maps in [0, 1], not [-1, 1] like the VAE.
+    processor = VaeImageProcessor(vae_scale_factor=1, do_convert_rgb=True, do_normalize=False)
+    return processor.preprocess(image, height=height, width=width).to(torch.float32)
+
+
+def map_downsampling(controlnet) -> int:
+    """How much the ControlNet's conditioning embedding shrinks the map (SD 1.5's: 8)."""
+    return 2 ** (len(controlnet.config.conditioning_embedding_out_channels) - 1)
+
+
+class ControlNetDenoiser(UNetDenoiser):
+    """The UNet plus ControlNet residuals, for the one loop.
+
+    Every ControlNet sees the same branch-stacked input and contexts as the UNet (uncond rows
+    too, as diffusers does outside guess mode); residuals of several nets are summed in order.
+    A net whose range excludes the step is skipped: diffusers runs it at scale 0 and adds
+    zeros, which leaves the UNet's input bit for bit the same.
+    """
+
+    def __init__(self, unet, controls: Sequence[ControlSpec], maps: Sequence[Tensor], cond: Tensor,
+                 uncond: Tensor | None = None, cross_attention_kwargs: dict | None = None):  # fmt: skip
+        super().__init__(unet, cond, uncond, cross_attention_kwargs)
+        self.controls = list(controls)
+        self.maps = list(maps)  # one [B, 3, H, W] per control, already on the device and dtype
+        self.active: list[list[bool]] = []  # per step, per net: did it run (for the diagnostics)
+
+    def residuals(self, x: Tensor, t: Tensor, call: ModelCall, context: Tensor):
+        down = mid = None
+        active = []
+        for spec, image in zip(self.controls, self.maps, strict=True):
+            scale = spec.scale * control_keep(call.step_index, call.num_steps, spec.start, spec.end)
+            active.append(scale != 0)
+            if scale == 0:
+                continue
+            cond = torch.cat([image] * len(call.branches)) if len(call.branches) > 1 else image
+            d, m = spec.controlnet(x, t, encoder_hidden_states=context, controlnet_cond=cond,
+                                   conditioning_scale=scale, return_dict=False)  # fmt: skip
+            if down is None:
+                down, mid = list(d), m
+            else:
+                down, mid = [a + b for a, b in zip(down, d, strict=True)], mid + m
+        self.active.append(active)
+        return down, mid
+
+    def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
+        context = self.contexts(call)
+        down, mid = self.residuals(x, t, call, context)
+        return self.unet(
+            x, t, encoder_hidden_states=context, cross_attention_kwargs=self.cross_attention_kwargs,
+            down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
+        )[0]
+
+
+@dataclass
+class ControlNetResult(GenerationResult):
+    maps: list[Tensor] | None = None  # the maps as fed to each net, [1, 3, H, W] in [0, 1]
+    active: list[list[bool]] | None = None  # per step, per net
+
+
+@torch.no_grad()
+def controlnet_to_image(
+    sd: SDComponents,
+    controls: Sequence[ControlSpec],
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    rule: GuidanceRule,
+    steps: int = 25,
+    width: int | None = None,
+    height: int | None = None,
+    seed: int = 0,
+    num_images: int = 1,
+    scheduler: str = "ddim",
+    generator: torch.Generator | None = None,
+    callback: Callable[[StepState], None] | None = None,
+    cross_attention_kwargs: dict | None = None,
+) -> ControlNetResult:
+    """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt."""
+    if not controls:
+        raise ValueError("give at least one ControlNet")
+    size = sd.unet.config.sample_size * sd.vae_scale_factor
+    width, height = width or size, height or size
+    check_size(width, height, 8 if sd.vae is not None else 1)
+    for spec in controls:
+        if map_downsampling(spec.controlnet) != sd.vae_scale_factor:
+            raise ValueError(
+                f"this ControlNet shrinks its map by {map_downsampling(spec.controlnet)} but the model's latents are "
+                f"1/{sd.vae_scale_factor} of the image: the ControlNet was trained for a different base model"
+            )
+    maps = [control_tensor(spec.image, width, height) for spec in controls]
+    batched = [
+        (m if m.shape[0] == num_images else m[:1].repeat_interleave(num_images, dim=0)).to(
+            sd.device, spec.controlnet.dtype
+        )
+        for m, spec in zip(maps, controls, strict=True)
+    ]
+    text = encode_prompts(sd.tokenizer, sd.text_encoder, [prompt, negative_prompt], sd.device)
+    cond = text.states[:1].repeat(num_images, 1, 1)
+    uncond = text.states[1:].repeat(num_images, 1, 1)
+    denoiser = ControlNetDenoiser(sd.unet, controls, batched, cond, uncond, cross_attention_kwargs)
+    sched = make_scheduler(scheduler, sd.scheduler_config)
+    shape = (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
+    generator = generator or cpu_generator(seed)
+    noise = initial_noise(shape, generator, sd.device, sd.dtype)
+    result = sample(
+        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
+        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None),
+    )
+    return ControlNetResult(images=decode(sd, result.sample), result=result, truncated=text.truncated[:1],
+                            maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

@@ -1,0 +1,139 @@
+"""The ControlNet tab over gradio_client against a live app (tiny SD + tiny ControlNets profile)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from live_app import live_app  # noqa: E402
+
+from models.controlnet_loading import build_tiny_controlnet  # noqa: E402
+from pipelines.metadata import read_png_metadata  # noqa: E402
+
+PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"
+SIZE = 32
+BASE = dict(control="canny", preprocess=True, low_threshold=100, high_threshold=200, preprocess_resolution=512,
+            prompt="a red cat", negative_prompt="", guidance="cfg", scale=6.0, eta=0.0, basis="uncond", rescale=0.0,
+            conditioning_scale=1.0, guidance_start=0.0, guidance_end=1.0, steps=3, width=SIZE, height=SIZE, seed=3,
+            scheduler="ddim", num_images=1)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_sd_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cn_app")
+    canny = build_tiny_controlnet(root / "canny", tiny_sd_folder, seed=1)
+    depth = build_tiny_controlnet(root / "depth", tiny_sd_folder, seed=2)
+    profile = root / "tiny_cn.toml"
+    profile.write_text(f'sd = "{tiny_sd_folder}"\ncontrolnet_canny = "{canny}"\ncontrolnet_depth = "{depth}"\n'
+                       f'annotators = "{root / "no_annotators"}"\n[limits]\nmax_pixels = 4096\nmax_steps = 10\n'
+                       f'max_images = 2\nmax_upload_pixels = 1000000\n')  # fmt: skip
+    with live_app(profile) as client:
+        yield client, root, canny
+
+
+def _call(client, image, **kw):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(image)), **{**BASE, **kw}, api_name="/controlnet")
+
+
+def test_canny_with_preprocessing_on_the_shipped_photo(setup):
+    client, _, _ = setup
+    cmap, gallery, plot, meta = _call(client, PHOTO)
+    edges = np.asarray(Image.open(cmap))
+    assert edges.shape == (128, 128, 3) and set(np.unique(edges)) <= {0, 255} and edges.any()
+    assert len(gallery) == 1
+    png = Image.open(gallery[0]["image"])
+    assert png.size == (SIZE, SIZE)
+    assert read_png_metadata(png)["parameters"]["control"] == "canny"
+    assert Image.open(plot).size[0] > 0
+    assert meta["parameters"]["conditioning_scale"] == 1.0 and meta["controlnet_steps_on"] == [3]
+
+
+def test_map_supplied_matches_diffusers_within_one_level(setup, tiny_sd_folder):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    client, root, canny = setup
+    rng = np.random.default_rng(1)
+    edges = np.where(rng.random((SIZE, SIZE)) > 0.8, 255, 0).astype(np.uint8)
+    Image.fromarray(np.stack([edges] * 3, -1)).save(root / "map.png")
+    _, gallery, _, _ = _call(client, root / "map.png", preprocess=False, conditioning_scale=0.8,
+                             guidance_start=0.2, guidance_end=0.9, steps=4)  # fmt: skip
+    ours = np.asarray(Image.open(gallery[0]["image"]).convert("RGB")).astype(int)
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        tiny_sd_folder, controlnet=ControlNetModel.from_pretrained(canny), safety_checker=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe("a red cat", image=Image.open(root / "map.png"), guidance_scale=6.0, num_inference_steps=4,
+               height=SIZE, width=SIZE, controlnet_conditioning_scale=0.8, control_guidance_start=0.2,
+               control_guidance_end=0.9, generator=torch.Generator("cpu").manual_seed(3), output_type="np").images[0]
+    ref = (ref * 255).round().astype(int)
+    assert np.abs(ours - ref).max() <= 1
+
+
+def test_multi_controlnet_endpoint(setup):
+    from gradio_client import handle_file
+
+    client, root, _ = setup
+    maps, gallery, _, meta = client.predict(
+        handle_file(str(PHOTO)), None, "canny", "depth", False, 100, 200, 512, "a cat", "", "cfg", 5.0,
+        1.0, 0.0, 0.5, 0.7, 0.5, 1.0, 2, SIZE, SIZE, 1, "ddim", 1, api_name="/controlnet_multi",
+    )
+    assert len(maps) == 2 and len(gallery) == 1
+    assert [c["control"] for c in meta["parameters"]["controls"]] == ["canny", "depth"]
+
+
+def test_zero_conv_endpoint(setup):
+    client, _, _ = setup
+    report, table = client.predict(0, 4, api_name="/zero_conv")
+    assert report["bit_identical"] and report["weight_grad_rel_error"] <= 1e-5 and "bit identical" in table
+
+
+def _bad_files(root: Path) -> dict[str, Path]:
+    files = {}
+    Image.new("RGBA", (40, 40), (255, 0, 0, 128)).save(files.setdefault("rgba", root / "rgba.png"))
+    Image.new("P", (40, 40)).save(files.setdefault("palette", root / "palette.png"))
+    Image.new("L", (40, 40), 99).save(files.setdefault("grey", root / "grey.png"))
+    Image.fromarray(np.full((40, 40), 40000, np.uint16)).save(files.setdefault("16bit", root / "16bit.png"))
+    Image.new("RGB", (1, 1)).save(files.setdefault("1x1", root / "1x1.png"))
+    Image.new("L", (2000, 2000)).save(files.setdefault("huge", root / "huge.png"))
+    (root / "text.png").write_text("not an image")
+    files["text"] = root / "text.png"
+    good = (root / "rgba.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    files["truncated"] = root / "truncated.png"
+    return files
+
+
+def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(setup):
+    from gradio_client.exceptions import AppError
+
+    client, root, _ = setup
+    files = _bad_files(root)
+    for kind in ("rgba", "palette", "grey", "16bit"):  # converted, not refused
+        cmap, gallery, _, _ = _call(client, files[kind])
+        assert np.asarray(Image.open(cmap)).shape[-1] == 3 and len(gallery) == 1
+    refused = {
+        "1x1": (files["1x1"], {}, "at least 8 pixels"),
+        "huge": (files["huge"], {}, "at most 1,000,000"),
+        "truncated": (files["truncated"], {}, ""),
+        "text": (files["text"], {}, ""),
+        "start>end": (PHOTO, {"guidance_start": 0.8, "guidance_end": 0.2}, "must not be after"),
+        "scale": (PHOTO, {"conditioning_scale": 2.5}, "2"),  # the slider itself refuses it: "greater than maximum"
+        "pose": (PHOTO, {"control": "pose"}, "no pose ControlNet"),
+        "thresholds": (PHOTO, {"low_threshold": 250, "high_threshold": 10}, "low_threshold"),
+    }
+    outcomes = {}
+    for name, (path, kw, match) in refused.items():
+        with pytest.raises(AppError) as err:
+            _call(client, path, **kw)
+        assert match in str(err.value) and "Traceback" not in str(err.value), (name, str(err.value))
+        outcomes[name] = str(err.value)[:100]
+    print(json.dumps(outcomes, indent=1))
+    assert len(_call(client, PHOTO)[1]) == 1  # still serving
