@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from golden import GOLDEN_ADM, golden_adm_mark
 
 from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierContext, ClassifierGuidance, classifier_gradient, sample
@@ -35,8 +36,8 @@ from models.adm_schedule import (
     space_timesteps,
 )
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared/golden/adm"
-pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"ADM golden data folder not found: {GOLDEN}")
+GOLDEN = GOLDEN_ADM
+pytestmark = golden_adm_mark()
 
 MANIFESTS = json.loads((GOLDEN / "manifests.json").read_text())["models"] if GOLDEN.is_dir() else {}
 # The tiny classifier departs from create_classifier's fixed layout (README: "overrides").

@@ -1,0 +1,370 @@
+"""Classifier-guided ImageNet sampling (Dhariwal & Nichol 2021) through the one sampler loop.
+
+Notebook use::
+
+    from models.adm_loading import load_adm_pair
+    from pipelines.classifier_guidance import classifier_guided_sample
+    pair = load_adm_pair(profile, "64x64")
+    result = classifier_guided_sample(pair, class_id=207, classifier_scale=1.0, steps="ddim25", sampler="ddim",
+                                      seed=0)
+    result.guided.images            # [N, 3, H, W] in [0, 1]
+    result.guided.log_prob          # [steps, N] log p(y | x_t) of the noise-aware classifier
+
+``compare_clean`` samples the same seed again, guided by a standard ImageNet classifier (ResNet-50)
+applied to the predicted x0, which is how one would guide without a noise-aware classifier.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from condition.labels import class_id_checked, class_name
+from guidance.sampler import ClassifierContext, ClassifierGuidance, StepState, initial_noise
+from models.adm import adm_sampling_setup
+from models.adm_loading import ADMPair
+from models.adm_schedule import space_timesteps
+from models.loading import ModelUnavailable
+from models.runtime import Runtime, cpu_generator, pick_runtime
+
+SAMPLERS = ("ddim", "ddpm")
+TOP_K = 5
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def parse_steps(steps: str | int, diffusion_steps: int = 1000, max_steps: int | None = None) -> tuple[str, int]:
+    """A respacing string (``"250"``, ``"ddim25"``, ``"10,5"``) and the number of steps it keeps."""
+    text = str(steps).strip().lower().replace(" ", "")
+    usage = f'steps must be a respacing such as "250", "100", "ddim25" or "10,5,5" (at most {diffusion_steps})'
+    if not text or len(text) > 64:
+        raise ValueError(f"{usage}; got {str(steps)[:80]!r}")
+    body = text.removeprefix("ddim")
+    parts = body.split(",") if not text.startswith("ddim") else [body]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"{usage}; got {str(steps)[:80]!r}")
+    try:
+        kept = len(space_timesteps(diffusion_steps, text))
+    except ValueError as e:
+        raise ValueError(f"steps {str(steps)[:80]!r} cannot respace {diffusion_steps} steps: {e}") from None
+    if max_steps is not None and kept > max_steps:
+        raise ValueError(f"steps {text!r} keeps {kept} steps; this server allows at most {max_steps}")
+    return text, kept
+
+
+def check_scale(classifier_scale: Any, high: float | None = None) -> float:
+    try:
+        s = float(classifier_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"classifier_scale must be a number, got {classifier_scale!r}") from None
+    if not math.isfinite(s) or s < 0 or (high is not None and s > high):
+        top = f"{high:g}" if high is not None else "any finite value"
+        raise ValueError(f"classifier_scale must be between 0 and {top}, got {classifier_scale!r}")
+    return s
+
+
+# ----------------------------------------------------------------------------- classifiers as log p(y | ·)
+
+
+LogitsFn = Callable[[Tensor, Tensor, ClassifierContext], Tensor]
+
+
+class RecordingLogProb:
+    """log p(y | ·) from a logits function, remembering the top-k classes at each step.
+
+    The loop calls it once per step (inside its autograd pass), so recording here costs nothing extra.
+    """
+
+    def __init__(self, logits: LogitsFn, y: Tensor, k: int = TOP_K):
+        self.logits, self.y, self.k = logits, y.long(), k
+        self.top: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, x: Tensor, t: Tensor, ctx: ClassifierContext) -> Tensor:
+        log_probs = F.log_softmax(self.logits(x, t, ctx).float(), dim=-1)
+        top = log_probs.detach().topk(self.k, dim=-1)
+        self.top[ctx.step_index] = (top.indices.cpu().numpy(), top.values.cpu().numpy())
+        return log_probs[torch.arange(x.shape[0], device=x.device), self.y.to(x.device).expand(x.shape[0])]
+
+    def top_arrays(self, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.stack([self.top[i][0] for i in range(num_steps)])
+        values = np.stack([self.top[i][1] for i in range(num_steps)])
+        return ids, values
+
+
+def noise_aware_logits(classifier: nn.Module, timestep_map: Tensor) -> LogitsFn:
+    """The ADM classifier sees x_t and the original-scale timestep of respaced index t."""
+
+    def logits(x: Tensor, t: Tensor, ctx: ClassifierContext | None = None) -> Tensor:
+        ts = timestep_map[int(t)].expand(x.shape[0]).to(x.device)
+        return classifier(x, ts)
+
+    return logits
+
+
+def clean_logits(classifier: nn.Module, input_size: int = 224) -> LogitsFn:
+    """A standard ImageNet classifier judging the predicted x0 rather than x_t.
+
+    ε is the loop's (detached) prediction, so the gradient reaches x_t only through x0's linear
+    dependence on it: ∇ₓ = ∇ₓ₀ / √ᾱ, as if the classifier's input were a deterministic denoise.
+    """
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def logits(x: Tensor, t: Tensor, ctx: ClassifierContext) -> Tensor:
+        abar = ctx.alpha_bar.to(x.device, torch.float32)
+        x0 = (x.float() - (1 - abar).sqrt() * ctx.eps.detach().float()) / abar.sqrt()
+        image = (x0 + 1) / 2
+        if image.shape[-1] != input_size:
+            image = F.interpolate(image, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        image = (image - mean.to(image.device)) / std.to(image.device)
+        return classifier(image)
+
+    return logits
+
+
+def resnet50_checkpoint() -> Path:
+    """Where torchvision keeps the ImageNet ResNet-50 weights (``TORCH_HOME``/hub/checkpoints)."""
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights.IMAGENET1K_V2.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def load_clean_classifier(runtime: Runtime | None = None) -> nn.Module:
+    """torchvision's ImageNet ResNet-50 (V2 weights), from its cache or downloaded when online."""
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    runtime = runtime or pick_runtime()
+    path = resnet50_checkpoint()
+    url = ResNet50_Weights.IMAGENET1K_V2.url
+    if not path.is_file():
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get("CONDLAB_OFFLINE"):
+            raise ModelUnavailable(
+                f"compare_clean needs torchvision's ResNet-50 weights {path.name}, which are not available "
+                f"offline. Download {url} and put it at {path} (TORCH_HOME moves that folder)."
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+        except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
+            raise ModelUnavailable(
+                f"Could not download the ResNet-50 weights for compare_clean ({type(e).__name__}). "
+                f"Put {path.name} from {url} at {path}."
+            ) from e
+    net = resnet50()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.to(runtime.device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class GuidedRun:
+    """One sampling run and what its guiding classifier thought at every step."""
+
+    guide: str  # "noise-aware" (the ADM classifier on x_t) or "clean" (ResNet-50 on the predicted x0)
+    images: Tensor  # [N, 3, H, W] in [0, 1], float32 on the CPU
+    timesteps: np.ndarray  # [steps] original-scale t the networks saw
+    log_prob: np.ndarray  # [steps, N] the guiding classifier's log p(y | its input)
+    noise_aware_log_prob: np.ndarray  # [steps, N] the noise-aware classifier's log p(y | x_t)
+    top5_ids: np.ndarray  # [steps, N, 5] the guiding classifier's top classes
+    top5_log_prob: np.ndarray  # [steps, N, 5]
+    final_log_prob: np.ndarray  # [N] noise-aware log p(y | x_0) of the final images
+    seconds: float
+    final_clean_log_prob: np.ndarray | None = None  # [N] ResNet-50's log p(y | final image), when available
+
+
+@dataclass
+class ClassifierGuidanceResult:
+    guided: GuidedRun
+    clean: GuidedRun | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-ready parameters and per-run summaries (final log-probs, top-1 names, timing)."""
+        runs = {}
+        for run in (self.guided, self.clean):
+            if run is None:
+                continue
+            top1 = run.top5_ids[-1, :, 0].tolist() if len(run.top5_ids) else []
+            summary = {
+                "guide": run.guide,
+                "final_log_p_target": [round(float(v), 4) for v in run.final_log_prob],
+                "last_step_log_p_target": [round(float(v), 4) for v in run.log_prob[-1]],
+                "last_step_top1": [class_name(i) for i in top1],
+                "seconds": round(run.seconds, 3),
+            }
+            if run.final_clean_log_prob is not None:
+                summary["final_resnet50_log_p_target"] = [round(float(v), 4) for v in run.final_clean_log_prob]
+            runs[run.guide] = summary
+        return {**self.params, "runs": runs}
+
+
+def classifier_guided_sample(
+    models: ADMPair,
+    *,
+    class_id: int,
+    classifier_scale: float,
+    steps: str = "ddim25",
+    sampler: str = "ddim",
+    seed: int = 0,
+    num_images: int = 1,
+    callback: Callable[[StepState], None] | None = None,
+    compare_clean: bool = False,
+    clean_classifier: nn.Module | None = None,
+    clean_input_size: int = 224,
+    clean_callback: Callable[[StepState], None] | None = None,
+    max_steps: int | None = None,
+    runtime: Runtime | None = None,
+) -> ClassifierGuidanceResult:
+    """Sample ``num_images`` of ImageNet class ``class_id`` guided by the pair's noise-aware classifier.
+
+    ``steps`` is a respacing string; ``sampler="ddpm"`` takes ancestral steps with the learned variance
+    (mean shifted by s·Σ·∇log p), ``"ddim"`` deterministic DDIM (ε shifted by −√(1−ᾱ)·s·∇log p). A
+    class-conditional diffusion model is conditioned on the same class and guided on top. With
+    ``compare_clean`` the same seed is sampled again, guided by ``clean_classifier`` (default: the
+    ImageNet ResNet-50) on the predicted x0. Noise comes from a CPU generator: one seed, one result.
+    """
+    class_id = class_id_checked(class_id)
+    scale = check_scale(classifier_scale)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {str(sampler)[:80]!r}")
+    respacing, num_steps = parse_steps(steps, models.diffusion_steps, max_steps)
+    if isinstance(num_images, bool) or int(num_images) != num_images or num_images < 1:
+        raise ValueError(f"num_images must be a whole number ≥ 1, got {num_images!r}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a whole number ≥ 0, got {seed!r}")
+    runtime = runtime or pick_runtime()
+    if compare_clean and clean_classifier is None:
+        clean_classifier = load_clean_classifier(runtime)
+
+    params = dict(
+        class_id=class_id, class_name=class_name(class_id), classifier_scale=scale, steps=respacing,
+        num_steps=num_steps, sampler=sampler, seed=int(seed), num_images=int(num_images),
+        compare_clean=bool(compare_clean), image_size=models.image_size, class_cond=models.class_cond,
+        noise_schedule=models.noise_schedule, sources=dict(models.sources),
+    )
+    y = torch.full((int(num_images),), class_id, dtype=torch.long)
+
+    def setup():
+        return adm_sampling_setup(
+            models.diffusion, models.classifier, y=y if models.class_cond else None, classifier_y=y,
+            classifier_scale=scale, noise_schedule=models.noise_schedule, diffusion_steps=models.diffusion_steps,
+            timestep_respacing=respacing, use_ddim=sampler == "ddim",
+        )
+
+    guided = _run(setup(), "noise-aware", models, y, int(seed), runtime, callback, None, clean_input_size)
+    clean = None
+    if compare_clean:
+        clean = _run(setup(), "clean", models, y, int(seed), runtime, clean_callback or callback,
+                     clean_classifier, clean_input_size)
+        for run in (guided, clean):
+            run.final_clean_log_prob = _final_clean(clean_classifier, run.images, y, clean_input_size)
+    return ClassifierGuidanceResult(guided, clean, params)
+
+
+def _run(
+    setup, guide: str, models: ADMPair, y: Tensor, seed: int, runtime: Runtime,
+    callback: Callable[[StepState], None] | None, clean_classifier: nn.Module | None, clean_input_size: int,
+) -> GuidedRun:
+    timestep_map = torch.as_tensor(setup.schedule.timestep_map)
+    aware = noise_aware_logits(models.classifier, timestep_map)
+    logits = aware if clean_classifier is None else clean_logits(clean_classifier, clean_input_size)
+    recorder = RecordingLogProb(logits, y)
+    base: ClassifierGuidance = setup.classifier
+    setup.classifier = ClassifierGuidance(recorder, base.scale, mode=base.mode, variance=base.variance)
+
+    # Along the clean-guided path, also ask the noise-aware classifier, so both runs share one yardstick.
+    aware_log_p: dict[int, np.ndarray] = {}
+
+    def on_step(state: StepState) -> None:
+        if clean_classifier is not None:
+            with torch.no_grad():
+                aware_log_p[state.step_index] = _pick(aware(state.x, state.t), y)
+        if callback is not None:
+            callback(state)
+
+    shape = (len(y), 3, models.image_size, models.image_size)
+    generator = cpu_generator(seed)
+    noise = initial_noise(shape, generator, runtime.device, torch.float32)
+    start = time.perf_counter()
+    result = setup.run(noise, generator=generator, callback=on_step)
+    seconds = time.perf_counter() - start
+
+    log_prob = result.series("log_prob")
+    n = len(result.trace)
+    top_ids, top_values = recorder.top_arrays(n)
+    aware_series = log_prob if clean_classifier is None else np.stack([aware_log_p[i] for i in range(n)])
+    images = ((result.sample.float().clamp(-1, 1) + 1) / 2).cpu()
+    with torch.no_grad():
+        final_lp = _pick(aware(result.sample.float(), torch.tensor(0)), y)
+    timesteps = np.array([int(timestep_map[int(row["t"])]) for row in result.trace])
+    return GuidedRun(guide, images, timesteps, log_prob, aware_series, top_ids, top_values, final_lp, seconds)
+
+
+def _final_clean(classifier: nn.Module, images: Tensor, y: Tensor, input_size: int) -> np.ndarray:
+    device = next(classifier.parameters()).device
+    x = images.to(device) * 2 - 1
+    ctx = ClassifierContext(torch.tensor(1.0), torch.zeros_like(x), 0, 1)
+    with torch.no_grad():
+        return _pick(clean_logits(classifier, input_size)(x, torch.tensor(0), ctx), y)
+
+
+def _pick(logits: Tensor, y: Tensor) -> np.ndarray:
+    """log p(y_b | ·) per row, on whatever device the logits live."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    return log_probs.gather(1, y.to(log_probs.device).view(-1, 1)).squeeze(1).cpu().numpy()
+
+
+def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
+    """log p(y | x_t) over steps (left) and the guiding classifier's top-5 at the last step (right), as PIL."""
+    import matplotlib.pyplot as plt
+
+    from pipelines.plots import figure_to_image
+
+    runs = [r for r in (result.guided, result.clean) if r is not None]
+    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(4.6 * (1 + len(runs)), 3.2), squeeze=False)
+    ax = axes[0][0]
+    colours = {"noise-aware": "tab:blue", "clean": "tab:orange"}
+    for run in runs:
+        steps = np.arange(len(run.timesteps))
+        c = colours[run.guide]
+        ax.plot(steps, run.noise_aware_log_prob.mean(1), color=c,
+                label=f"{run.guide}-guided: noise-aware log p(y|x_t)")
+        if run.guide == "clean":
+            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--", label="clean-guided: ResNet-50 log p(y|x̂₀)")
+    ax.set_xlabel("step (noisy → clean)")
+    ax.set_ylabel("log p(target), mean over images")
+    ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for ax, run in zip(axes[0][1:], runs, strict=True):
+        ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]  # first image
+        last = ids[-1]
+        steps = np.arange(len(ids))
+        for rank, cid in enumerate(last):
+            # each of the final top-5 classes traced back over the steps where it was in the top-5
+            hit = ids == cid
+            series = np.where(hit.any(axis=1), np.where(hit, values, -np.inf).max(axis=1), np.nan)
+            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {class_name(int(cid))[:22]}")
+        ax.set_title(f"{run.guide}-guided: top-5 (image 1)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return figure_to_image(fig)

@@ -1,0 +1,105 @@
+"""Classifier-guided vs unguided step time on the tiny golden ADM pair, against the cost model.
+
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m scripts.benchmark_cg    # ~1 min on 2 shared CPU cores
+
+A guided step adds one classifier forward and backward to the UNet forward, so the expected ratio is
+1 + cost(classifier fwd+bwd) / cost(UNet fwd). Both sides are measured here, each as the median of
+several repeats, with the networks run exactly as the sampler loop runs them. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from guidance.sampler import ClassifierContext, classifier_gradient
+from models.adm import ADMClassifierLogProb, adm_sampling_setup, create_classifier, create_model, load_adm_state_dict
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared/golden/adm"
+TINY_CLASSIFIER_OVERRIDES = dict(classifier_channel_mult="1,1,2", classifier_num_head_channels=32)
+
+
+def _tiny(name: str) -> torch.nn.Module:
+    flags = json.loads((GOLDEN / f"tiny_{name}.json").read_text())["flags"]
+    net = create_classifier(**flags, **TINY_CLASSIFIER_OVERRIDES) if name == "classifier" else create_model(**flags)
+    return load_adm_state_dict(net, GOLDEN / f"tiny_{name}.pt").eval().requires_grad_(False)
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(unet: torch.nn.Module, classifier: torch.nn.Module, batch: int, steps: int, repeats: int) -> dict:
+    y = torch.full((batch,), 7, dtype=torch.long)
+    noise = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    respacing = f"ddim{steps}"
+
+    def loop(guided: bool) -> Callable[[], object]:
+        setup = adm_sampling_setup(unet, classifier if guided else None, y=y, classifier_scale=1.0,
+                                   timestep_respacing=respacing, use_ddim=True)
+        # diagnostics off: only the work a step must do is timed
+        return lambda: setup.run(noise, generator=torch.Generator().manual_seed(1), diagnostics=False)
+
+    x = noise.clone()
+    t = torch.full((batch,), 500)
+    log_prob = ADMClassifierLogProb(classifier, y, timestep_map=list(range(1000)))
+    ctx = ClassifierContext(torch.tensor(0.5), torch.zeros_like(x), 0, 1)
+
+    def unet_fwd() -> None:
+        with torch.no_grad():
+            for _ in range(steps):
+                unet(x, t, y)
+
+    def clf_fwd_bwd() -> None:
+        for _ in range(steps):
+            classifier_gradient(log_prob, x, torch.tensor(500), ctx)
+
+    # Interleaved repeats: on a shared machine, load drifts; each quantity sees the same drift.
+    jobs = {"unguided": loop(False), "guided": loop(True), "unet": unet_fwd, "clf": clf_fwd_bwd}
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for fn in jobs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            times[name].append(_median_seconds(fn, 1, warmup=0) / steps)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return dict(batch=batch, **medians)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps per timed run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the runner is shared)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    unet, classifier = _tiny("cond_diffusion"), _tiny("classifier")
+    rows = [measure(unet, classifier, int(b), args.steps, args.repeats) for b in args.batches.split(",")]
+    print(f"Tiny golden ADM pair (32 px; UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
+          f"classifier {sum(p.numel() for p in classifier.parameters()) / 1e6:.2f} M), CPU float32, "
+          f"{args.threads} thread(s), DDIM {args.steps} steps, median of {args.repeats}.\n")
+    print("| batch | unguided step (ms) | guided step (ms) | measured ratio | UNet fwd (ms) "
+          "| classifier fwd+bwd (ms) | predicted 1 + clf/UNet |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['unguided'] * 1e3:.1f} | {r['guided'] * 1e3:.1f} | "
+              f"{r['guided'] / r['unguided']:.2f} | {r['unet'] * 1e3:.1f} | {r['clf'] * 1e3:.1f} | "
+              f"{1 + r['clf'] / r['unet']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
