@@ -1,0 +1,297 @@
+"""Loading the CLIP-image-conditioned models: image variations, IP-Adapter (on top of ``sd``) and CLIP read-outs.
+
+Roles (profile keys) and their defaults in the full profile::
+
+    image_variations = { source = "lambdalabs/sd-image-variations-diffusers", revision = "v2.0" }
+    ip_adapter = { source = "h94/IP-Adapter", subfolder = "models", weight_name = "ip-adapter_sd15.safetensors",
+                   image_encoder = "models/image_encoder" }
+    clip = "openai/clip-vit-large-patch14"
+
+Weights load as safetensors (IP-Adapter ``.bin`` only through ``torch.load(weights_only=True)``);
+remote code is never trusted. The ``build_tiny_*`` helpers write random tiny folders in the real
+layouts, for tests and benchmarks that must not download anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.loading import _load_kwargs, _scheduler_config, cached, load_role_sd, require_source, unavailable
+from models.runtime import Runtime, pick_runtime
+
+VARIATIONS_ROLE = "image_variations"
+IP_ADAPTER_ROLE = "ip_adapter"
+CLIP_ROLE = "clip"
+IP_ADAPTER_DEFAULTS = {"subfolder": "models", "weight_name": "ip-adapter_sd15.safetensors",
+                       "image_encoder": "models/image_encoder"}
+
+
+@dataclass
+class ClipReadout:
+    """A full CLIP model with its tokenizer and image processor, for measuring outputs."""
+
+    model: object
+    tokenizer: object
+    processor: object
+    source: str = ""
+
+
+@dataclass
+class IPAdapterComponents:
+    """The ``sd`` model plus a private UNet copy carrying the adapter (the shared UNet stays untouched)."""
+
+    sd: object  # SDComponents of the text model
+    unet: object  # the adapted copy
+    image_encoder: object
+    feature_extractor: object
+    source: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the adapter scale lives on the shared UNet
+
+    def set_scale(self, scale: float) -> None:
+        from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
+
+        for proc in self.unet.attn_processors.values():
+            if isinstance(proc, IPAdapterAttnProcessor | IPAdapterAttnProcessor2_0):
+                proc.scale = [float(scale)]
+
+
+def _revision(profile, role: str, source: str) -> dict:
+    revision = profile.options(role).get("revision")
+    return {"revision": revision} if revision and not Path(source).is_dir() else {}
+
+
+def load_image_variations(profile, runtime: Runtime | None = None):
+    """The profile's ``image_variations`` model as ``SDComponents`` with ``extras`` image_encoder/feature_extractor."""
+    runtime = runtime or pick_runtime()
+    source = require_source(profile, VARIATIONS_ROLE)
+    rev = _revision(profile, VARIATIONS_ROLE, source)
+    return load_variations_source(source, runtime, **rev)
+
+
+def load_variations_source(source: str, runtime: Runtime | None = None, revision: str | None = None):
+    runtime = runtime or pick_runtime()
+
+    def build():
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        from pipelines.text_to_image import SDComponents
+
+        kw = _load_kwargs(runtime)
+        rev = {"revision": revision} if revision else {}
+        try:
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw, **rev)
+            encoder = CLIPVisionModelWithProjection.from_pretrained(
+                source, subfolder="image_encoder", dtype=runtime.dtype, use_safetensors=True, **rev)
+            processor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor", **rev)
+            vae = None
+            if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
+                vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw, **rev)
+            scheduler_config = _scheduler_config(source) if not rev else _hub_scheduler_config(source, revision)
+        except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
+            raise unavailable(VARIATIONS_ROLE, source, e) from e
+        if unet.config.cross_attention_dim != encoder.config.projection_dim:
+            raise unavailable(VARIATIONS_ROLE, source, ValueError(
+                f"UNet cross_attention_dim {unet.config.cross_attention_dim} != image encoder projection_dim "
+                f"{encoder.config.projection_dim}"))
+        for m in (unet, encoder, vae):
+            if m is not None:
+                m.to(runtime.device).eval().requires_grad_(False)
+        return SDComponents(unet, None, None, scheduler_config, vae, source=source,
+                            extras={"image_encoder": encoder, "feature_extractor": processor})
+
+    return cached((VARIATIONS_ROLE, source, revision, runtime), build)
+
+
+def _hub_scheduler_config(source: str, revision: str) -> dict:
+    from diffusers import DDIMScheduler
+
+    return dict(DDIMScheduler.load_config(source, subfolder="scheduler", revision=revision))
+
+
+def load_clip(profile, runtime: Runtime | None = None) -> ClipReadout:
+    runtime = runtime or pick_runtime()
+    return load_clip_source(require_source(profile, CLIP_ROLE), runtime)
+
+
+def load_clip_source(source: str, runtime: Runtime | None = None) -> ClipReadout:
+    runtime = runtime or pick_runtime()
+
+    def build():
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+        try:
+            model = CLIPModel.from_pretrained(source, dtype=runtime.dtype, use_safetensors=True)
+            tokenizer = CLIPTokenizer.from_pretrained(source)
+            processor = CLIPImageProcessor.from_pretrained(source)
+        except Exception as e:  # noqa: BLE001
+            raise unavailable(CLIP_ROLE, source, e) from e
+        model.to(runtime.device).eval().requires_grad_(False)
+        return ClipReadout(model, tokenizer, processor, source)
+
+    return cached((CLIP_ROLE, source, runtime), build)
+
+
+def read_ip_adapter_weights(path: Path) -> dict:
+    """``{"image_proj": {...}, "ip_adapter": {...}}`` from the released single-file layout."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        flat = load_file(str(path))
+        state = {"image_proj": {}, "ip_adapter": {}}
+        for key, value in flat.items():
+            group, _, rest = key.partition(".")
+            if group in state:
+                state[group][rest] = value
+    elif path.suffix == ".bin":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        raise ValueError(f"IP-Adapter weights must be .safetensors or .bin, got {path.name}")
+    if not state.get("image_proj") or not state.get("ip_adapter"):
+        raise ValueError(f"{path.name} has no image_proj / ip_adapter weights")
+    return state
+
+
+def _adapter_file(source: str, subfolder: str, weight_name: str) -> Path:
+    if Path(source).is_dir():
+        path = Path(source) / subfolder / weight_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source, weight_name, subfolder=subfolder or None))
+
+
+def load_ip_adapter(profile, runtime: Runtime | None = None) -> IPAdapterComponents:
+    """The ``sd`` model with the profile's IP-Adapter installed on a private copy of its UNet."""
+    runtime = runtime or pick_runtime()
+    source = require_source(profile, IP_ADAPTER_ROLE)
+    options = {**IP_ADAPTER_DEFAULTS, **profile.options(IP_ADAPTER_ROLE)}
+    sd = load_role_sd(profile, runtime, "sd")
+    return load_ip_adapter_source(sd, source, runtime, **{k: options[k] for k in IP_ADAPTER_DEFAULTS})
+
+
+def load_ip_adapter_source(sd, source: str, runtime: Runtime | None = None, *, subfolder: str = "models",
+                           weight_name: str = "ip-adapter_sd15.safetensors",
+                           image_encoder: str = "models/image_encoder") -> IPAdapterComponents:
+    runtime = runtime or pick_runtime()
+
+    def build():
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        try:
+            state = read_ip_adapter_weights(_adapter_file(source, subfolder, weight_name))
+            encoder = CLIPVisionModelWithProjection.from_pretrained(
+                source, subfolder=image_encoder, dtype=runtime.dtype, use_safetensors=True)
+            unet = copy.deepcopy(sd.unet)
+            # The same installation diffusers' load_ip_adapter performs on a pipeline's UNet.
+            unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+        except Exception as e:  # noqa: BLE001
+            raise unavailable(IP_ADAPTER_ROLE, source, e) from e
+        size = encoder.config.image_size
+        processor = CLIPImageProcessor(size=size, crop_size=size)
+        encoder.to(runtime.device).eval().requires_grad_(False)
+        unet.to(runtime.device, runtime.dtype).eval().requires_grad_(False)
+        return IPAdapterComponents(sd, unet, encoder, processor, source)
+
+    return cached((IP_ADAPTER_ROLE, source, subfolder, weight_name, image_encoder, sd.source, runtime), build)
+
+
+# --- tiny folders in the real layouts (tests, benchmarks) ---------------------------------------------
+
+
+def tiny_clip_model(projection_dim: int = 32, image_size: int = 32, vocab_size: int = 1000, seed: int = 0):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+                         vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=projection_dim,
+    )
+    return CLIPModel(config)
+
+
+def vision_from_clip(clip):
+    """The CLIP model's image tower as ``CLIPVisionModelWithProjection`` (same weights, same embedding space)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    vc = clip.config.vision_config.to_dict()
+    vc["projection_dim"] = clip.config.projection_dim
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**vc))
+    encoder.vision_model.load_state_dict(clip.vision_model.state_dict())
+    encoder.visual_projection.load_state_dict(clip.visual_projection.state_dict())
+    return encoder.eval()
+
+
+def build_tiny_image_models(root: Path, seed: int = 0) -> dict[str, Path]:
+    """Write ``variations/`` (an image-variation pipeline folder) and ``clip/`` (the same CLIP, full) under root."""
+    from diffusers import DDIMScheduler, StableDiffusionImageVariationPipeline
+    from transformers import CLIPImageProcessor
+
+    from models.tiny import tiny_unet, tiny_vae, write_clip_tokenizer
+
+    root = Path(root)
+    clip = tiny_clip_model(seed=seed)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    clip_dir = root / "clip"
+    clip.save_pretrained(clip_dir, safe_serialization=True)
+    write_clip_tokenizer(clip_dir)
+    processor.save_pretrained(clip_dir)
+    torch.manual_seed(seed + 1)
+    pipe = StableDiffusionImageVariationPipeline(
+        vae=tiny_vae(), image_encoder=vision_from_clip(clip), unet=tiny_unet(cross_attention_dim=32),
+        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None, feature_extractor=processor, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "variations", safe_serialization=True)
+    return {"variations": root / "variations", "clip": clip_dir}
+
+
+def build_tiny_ip_adapter(root: Path, unet, image_embed_dim: int = 32, tokens: int = 4, seed: int = 0) -> Path:
+    """An ``h94/IP-Adapter``-style folder for ``unet``: ``models/ip-adapter_sd15.safetensors``, ``image_encoder/``.
+
+    Keys follow the released file: ``image_proj.{proj,norm}.*`` and ``ip_adapter.{k}.to_{k,v}_ip.weight``
+    with k = 1, 3, 5, … over the UNet's cross-attention layers in ``attn_processors`` order.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    flat = {
+        "image_proj.proj.weight": torch.randn(tokens * cross, image_embed_dim) * 0.2,
+        "image_proj.proj.bias": torch.randn(tokens * cross) * 0.1,
+        "image_proj.norm.weight": 1 + 0.1 * torch.randn(cross),
+        "image_proj.norm.bias": 0.1 * torch.randn(cross),
+    }
+    key_id = 1
+    channels = list(unet.config.block_out_channels)
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        flat[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.2
+        flat[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.2
+        key_id += 2
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in flat.items()}, str(models / "ip-adapter_sd15.safetensors"))
+    vision_from_clip(tiny_clip_model(projection_dim=image_embed_dim, seed=seed + 7)).save_pretrained(
+        models / "image_encoder", safe_serialization=True)
+    return root
