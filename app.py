@@ -15,7 +15,7 @@ import gradio as gr  # noqa: E402
 
 from models.profiles import Profile, default_profile_name, load_profile  # noqa: E402
 from models.runtime import pick_runtime  # noqa: E402
-from ui import playground  # noqa: E402
+from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
 
 TITLE = "Conditioning Lab"
 
@@ -28,6 +28,14 @@ def build_app(profile: Profile) -> gr.Blocks:
             f"ControlNet and CLIP image conditioning.\n\n"
             f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.name}**"
         )
+        with gr.Tab("Text to image"):
+            text_to_image.build(profile)
+        with gr.Tab("ControlNet"):
+            controlnet.build(profile)
+        with gr.Tab("Classifier guidance (ImageNet)"):
+            classifier_guidance.build(profile)
+        with gr.Tab("CLIP image conditioning"):
+            image_conditioning.build(profile)
         with gr.Tab("2D guidance playground"):
             playground.build()
     return demo

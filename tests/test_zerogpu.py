@@ -1,0 +1,19 @@
+"""Off a ZeroGPU Space the spaces.GPU wrapper must change nothing."""
+
+from ui.common import gpu_seconds, on_gpu
+
+
+def test_on_gpu_is_a_no_op_off_spaces():
+    def work(steps, width):
+        return steps * width
+
+    wrapped = on_gpu(lambda steps, width: gpu_seconds(steps, width * width, 1))(work)
+    assert wrapped is work
+    assert wrapped(3, 4) == 12
+
+
+def test_gpu_seconds_grows_with_work_and_is_capped():
+    small = gpu_seconds(10, 512 * 512, 1)
+    big = gpu_seconds(100, 1024 * 1024, 4)
+    assert 15 <= small < big <= 600
+    assert gpu_seconds(10**6, 10**8, 100) == 600
