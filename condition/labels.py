@@ -107,8 +107,8 @@ def class_id_for(name: str) -> int:
 
 
 def resolve_class(class_name: str | None = None, class_id=None) -> int:
-    """``class_id`` wins when given (not None / empty); otherwise ``class_name`` is looked up."""
-    if class_id is not None and class_id != "":
+    """``class_id`` wins when given (not None, empty or −1); otherwise ``class_name`` is looked up."""
+    if class_id is not None and class_id != "" and class_id != -1:
         return class_id_checked(class_id)
     if class_name is None:
         raise ValueError("give a class_name or a class_id")

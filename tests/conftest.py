@@ -16,3 +16,11 @@ torch.set_num_threads(1)
 def tiny_sd_folder(tmp_path_factory):
     """A tiny SD-1.x folder saved with save_pretrained, loaded like a hub id would be."""
     return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "sd")
+
+
+@pytest.fixture(scope="session")
+def everything_profile(tmp_path_factory, tiny_sd_folder):
+    """A profile where every tab has a tiny model (see tests/tiny_profile.py)."""
+    from tiny_profile import write_everything_profile
+
+    return write_everything_profile(tmp_path_factory.mktemp("everything"), tiny_sd_folder)

@@ -43,7 +43,7 @@ def build(profile: Profile) -> None:
     @guarded
     def classifier_guidance(
         class_name: str = display_name(DEFAULT_CLASS),
-        class_id: int | None = None,
+        class_id: int | None = -1,
         model: str = "64x64",
         classifier_scale: float = 1.0,
         steps: str = "ddim25",
@@ -108,18 +108,20 @@ def build(profile: Profile) -> None:
         with gr.Column(scale=1):
             class_name = gr.Dropdown(list(display_names()), value=display_name(DEFAULT_CLASS), filterable=True,
                                      allow_custom_value=True, label="ImageNet class (type to search)")
-            class_id = gr.Number(None, precision=0, label="or class id 0–999 (overrides the name when set)")
+            class_id = gr.Number(-1, precision=0, label="or class id 0–999 (−1 = use the name)")
             model = gr.Radio(list(CHOICES), value="64x64", label="model",
                              info=" · ".join(f"{k}: {v.description}" for k, v in CHOICES.items()))
             scale = gr.Slider(0, MAX_SCALE, value=CHOICES["64x64"].default_scale, step=0.1, label="classifier scale s")
-            steps = gr.Textbox("ddim25", label='steps (respacing: "250", "100", "ddim25", "50" …)')
+            steps = gr.Textbox(f"ddim{min(25, profile.limits.max_steps)}",
+                               label='steps (respacing: "250", "100", "ddim25", "50" …)')
             sampler = gr.Radio(list(SAMPLERS), value="ddim", label="sampler")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
             compare_clean = gr.Checkbox(False, label="compare with a clean ResNet-50 guiding on x̂₀ (same seed)")
-            run = gr.Button("Sample", variant="primary")
+            run = gr.Button("Sample", variant="primary", elem_id="cg-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="samples (PNG, parameters embedded)", format="png", columns=4)
+            gallery = gr.Gallery(label="samples (PNG, parameters embedded)", format="png", columns=4,
+                                 elem_id="cg-gallery")
             plot = gr.Image(label="log p(target) and top-5 over the steps", type="pil", format="png")
             meta = gr.JSON(label="metadata")
             seed_used = gr.Number(label="seed used", precision=0, interactive=False)

@@ -293,10 +293,11 @@ def build(profile: Profile) -> None:
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
             num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
-            run = gr.Button("Generate", variant="primary")
+            run = gr.Button("Generate", variant="primary", elem_id="cn-run")
         with gr.Column(scale=2):
             cmap = gr.Image(label="control map (what the ControlNet reads)", type="pil", format="png")
-            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2)
+            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2,
+                                 elem_id="cn-gallery")
             plot = gr.Image(label="per-step diagnostics", type="pil", format="png")
             meta = gr.JSON(label="metadata")
     run.click(

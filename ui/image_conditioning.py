@@ -16,7 +16,7 @@ from condition.control import sanitize_image
 from guidance.rules import BASES, RULE_NAMES
 from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
 from models.image_loading import load_ip_adapter as load_ipa
-from models.profiles import Profile
+from models.profiles import ROOT, Profile
 from models.runtime import pick_runtime
 from pipelines.image_conditioning import MODES, ImageParams, clip_scores, cross_modal, ip_adapter, variations
 from pipelines.metadata import Timings, attach_metadata, run_metadata
@@ -24,6 +24,8 @@ from pipelines.plots import plot_diagnostics
 from pipelines.schedulers import SCHEDULERS
 from pipelines.text_to_image import check_limits, to_pil
 from ui.common import GPU_QUEUE, choice, guarded, number, resolve_seed, step_progress
+
+PHOTO = ROOT / "assets" / "photos" / "chelsea.png"
 
 MAX_PROMPT_CHARS = 20_000
 SIZE_MULTIPLE = 8
@@ -213,7 +215,7 @@ def build(profile: Profile) -> None:
     default_mode = "variations" if profile.has(VARIATIONS_ROLE) or not profile.has(IP_ADAPTER_ROLE) else "ip-adapter"
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_upload(value=None, label="image", format="png")
+            image = image_upload(value=str(PHOTO), label="image", format="png")
             mode = gr.Radio(list(MODES), value=default_mode, label="mode")
             prompt = gr.Textbox("", label="prompt (ip-adapter / cross-modal; also scored by CLIP)", lines=2)
             negative = gr.Textbox("", label="negative prompt (ip-adapter only)")
@@ -231,9 +233,10 @@ def build(profile: Profile) -> None:
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
             num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
-            run = gr.Button("Generate", variant="primary")
+            run = gr.Button("Generate", variant="primary", elem_id="img-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2)
+            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2,
+                                 elem_id="img-gallery")
             scores = gr.JSON(label="CLIP cosine similarities")
             plot = gr.Image(label="per-step diagnostics", type="pil", format="png")
             meta = gr.JSON(label="metadata")

@@ -60,9 +60,9 @@ def build() -> None:
             steps = gr.Slider(1, 1000, value=200, step=1, label="steps")
             num_samples = gr.Slider(100, 5000, value=1000, step=100, label="samples")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
-            run = gr.Button("Sample", variant="primary")
+            run = gr.Button("Sample", variant="primary", elem_id="pg-run")
         with gr.Column(scale=2):
-            plot = gr.Image(label="samples over p(x) p(c|x)^w", type="pil", format="png")
+            plot = gr.Image(label="samples over p(x) p(c|x)^w", type="pil", format="png", elem_id="pg-plot")
             stats = gr.JSON(label="statistics")
     run.click(
         playground,

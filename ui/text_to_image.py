@@ -228,9 +228,10 @@ def build(profile: Profile) -> None:
             num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
             token = gr.Textbox("", label="cross-attention map for token (empty = off)",
                                placeholder="e.g. red")
-            run = gr.Button("Generate", variant="primary")
+            run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2)
+            gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2,
+                                 elem_id="t2i-gallery")
             seed_used = gr.Number(label="seed used", precision=0, interactive=False)
             attention = gr.Gallery(label="cross-attention overlay", format="png", columns=2)
             plot = gr.Image(label="per-step diagnostics", type="pil", format="png")
