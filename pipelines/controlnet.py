@@ -18,13 +18,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
-from guidance.sampler import ModelCall, StepState, initial_noise, sample
+from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
-from models.runtime import cpu_generator
-from pipelines.schedulers import make_scheduler, step_kwargs_for
-from pipelines.text_to_image import GenerationResult, SDComponents, check_size, decode
+from pipelines.text_to_image import (
+    GenerationResult,
+    SDComponents,
+    generate,
+    latent_shape,
+    prompt_contexts,
+    resolve_size,
+)
 
 MAX_CONDITIONING_SCALE = 2.0
 
@@ -152,9 +156,7 @@ def controlnet_to_image(
     """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt."""
     if not controls:
         raise ValueError("give at least one ControlNet")
-    size = sd.unet.config.sample_size * sd.vae_scale_factor
-    width, height = width or size, height or size
-    check_size(width, height, 8 if sd.vae is not None else 1)
+    width, height = resolve_size(sd, width, height)
     for spec in controls:
         if map_downsampling(spec.controlnet) != sd.vae_scale_factor:
             raise ValueError(
@@ -168,17 +170,9 @@ def controlnet_to_image(
         )
         for m, spec in zip(maps, controls, strict=True)
     ]
-    text = encode_prompts(sd.tokenizer, sd.text_encoder, [prompt, negative_prompt], sd.device)
-    cond = text.states[:1].repeat(num_images, 1, 1)
-    uncond = text.states[1:].repeat(num_images, 1, 1)
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
     denoiser = ControlNetDenoiser(sd.unet, controls, batched, cond, uncond, cross_attention_kwargs)
-    sched = make_scheduler(scheduler, sd.scheduler_config)
-    shape = (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
-    generator = generator or cpu_generator(seed)
-    noise = initial_noise(shape, generator, sd.device, sd.dtype)
-    result = sample(
-        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None),
-    )
-    return ControlNetResult(images=decode(sd, result.sample), result=result, truncated=text.truncated[:1],
+    images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
+                              seed=seed, scheduler=scheduler, generator=generator, callback=callback)
+    return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

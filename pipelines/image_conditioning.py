@@ -33,13 +33,17 @@ from condition.image_embed import (
     text_embeddings,
     to_rgb,
 )
-from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
-from guidance.sampler import ModelCall, StepState, initial_noise, sample
+from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
-from models.runtime import cpu_generator
-from pipelines.schedulers import make_scheduler, step_kwargs_for
-from pipelines.text_to_image import GenerationResult, SDComponents, check_size, decode
+from pipelines.text_to_image import (
+    GenerationResult,
+    SDComponents,
+    generate,
+    latent_shape,
+    prompt_contexts,
+    resolve_size,
+)
 
 if TYPE_CHECKING:
     from models.image_loading import ClipReadout, IPAdapterComponents
@@ -107,18 +111,11 @@ def _run(
     sd: SDComponents, denoiser, rule: GuidanceRule, *, steps: int, width: int | None, height: int | None, seed: int,
     num_images: int, scheduler: str, generator: torch.Generator | None, callback, diagnostics: bool,
 ) -> GenerationResult:
-    size = sd.unet.config.sample_size * sd.vae_scale_factor
-    width, height = width or size, height or size
-    check_size(width, height, 8 if sd.vae is not None else 1)
-    sched = make_scheduler(scheduler, sd.scheduler_config)
-    shape = (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
-    generator = generator or cpu_generator(seed)
-    noise = initial_noise(shape, generator, sd.device, sd.dtype)
-    result = sample(
-        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
-    )
-    return GenerationResult(decode(sd, result.sample), result, [])
+    width, height = resolve_size(sd, width, height)
+    images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
+                              seed=seed, scheduler=scheduler, generator=generator, callback=callback,
+                              diagnostics=diagnostics)
+    return GenerationResult(images, result, [])
 
 
 @torch.no_grad()
@@ -199,9 +196,7 @@ def ip_adapter(
         pixels = ip_adapter_pixels(ipa, image)
     emb = image_embeddings(ipa.image_encoder, pixels).to(sd.device, sd.dtype)
     image_cond = emb.unsqueeze(1).repeat(num_images, 1, 1)
-    text = encode_prompts(sd.tokenizer, sd.text_encoder, [prompt, negative_prompt], sd.device)
-    cond = text.states[:1].repeat(num_images, 1, 1)
-    uncond = text.states[1:].repeat(num_images, 1, 1)
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
     denoiser = IPAdapterDenoiser(ipa.unet, cond, uncond, image_cond, torch.zeros_like(image_cond))
     adapted = SDComponents(ipa.unet, sd.text_encoder, sd.tokenizer, sd.scheduler_config, sd.vae, sd.source)
     with ipa.lock:
@@ -209,7 +204,7 @@ def ip_adapter(
         out = _run(adapted, denoiser, rule, steps=steps, width=width, height=height, seed=seed,
                    num_images=num_images, scheduler=scheduler, generator=generator, callback=callback,
                    diagnostics=diagnostics)
-    out.truncated = text.truncated[:1]
+    out.truncated = truncated
     return out
 
 

@@ -15,13 +15,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from condition.text import encode_prompts
 from guidance.rules import FORMULAS, Basis, Space, cfg, eps_to_x0, perp_cfg, rescale, x0_to_eps
-from guidance.sampler import SampleResult, StepState, initial_noise, sample
+from guidance.sampler import SampleResult, StepState
 from models.denoisers import UNetDenoiser
 from models.runtime import cpu_generator
-from pipelines.schedulers import make_scheduler, step_kwargs_for
-from pipelines.text_to_image import SDComponents, check_size, decode, to_pil
+from pipelines.text_to_image import SDComponents, generate, latent_shape, prompt_contexts, resolve_size, to_pil
 
 SWEEP_RULES = ("cfg", "perp-cfg")
 MAX_SWEEP_SCALES = 8
@@ -129,24 +127,17 @@ def guidance_sweep(
     diagnostics: bool = True,
 ) -> SweepResult:
     """Every (rule, scale) cell from the same seed in one batched run of the sampler loop."""
-    size = sd.unet.config.sample_size * sd.vae_scale_factor
-    width, height = width or size, height or size
-    check_size(width, height, 8 if sd.vae is not None else 1)
+    width, height = resolve_size(sd, width, height)
     cells = [(r, float(s)) for r in rules for s in scales]
     n = len(cells)
-    text = encode_prompts(sd.tokenizer, sd.text_encoder, [prompt, negative_prompt], sd.device)
-    denoiser = UNetDenoiser(sd.unet, text.states[:1].repeat(n, 1, 1), text.states[1:].repeat(n, 1, 1))
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
     rule = PerRowRule(tuple(r for r, _ in cells), tuple(s for _, s in cells), eta, basis, rescale_phi)
-    sched = make_scheduler(scheduler, sd.scheduler_config)
-    shape = (n, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
     # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
     generators = [cpu_generator(seed) for _ in range(n)]
-    noise = initial_noise(shape, generators, sd.device, sd.dtype)
-    result = sample(
-        denoiser, sched, noise, rule, num_steps=steps, generator=generators, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
-    )
-    return SweepResult(decode(sd, result.sample), cells, result, text.truncated[:1])
+    images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule, latent_shape(sd, width, height, n),
+                              steps=steps, scheduler=scheduler, generator=generators, callback=callback,
+                              diagnostics=diagnostics)
+    return SweepResult(images, cells, result, truncated)
 
 
 def _font(size: int):

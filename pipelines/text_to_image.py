@@ -143,22 +143,57 @@ def text_to_image(
     (:mod:`pipelines.attention`); otherwise the UNet runs with its own processors untouched.
     ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
     """
+    width, height = resolve_size(sd, width, height)
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
+    denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
+    shape = latent_shape(sd, width, height, num_images)
+    store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
+    with recording(sd.unet, store) if store is not None else nullcontext():
+        images, result = generate(sd, denoiser, rule, shape, steps=steps, seed=seed, scheduler=scheduler,
+                                  generator=generator, callback=callback, diagnostics=diagnostics)
+    maps = store.maps() if store is not None else None
+    return GenerationResult(images, result, truncated, maps)
+
+
+def resolve_size(sd: SDComponents, width: int | None, height: int | None) -> tuple[int, int]:
+    """Missing sizes default to the model's native size; sizes must fit the latent grid."""
     size = sd.unet.config.sample_size * sd.vae_scale_factor
     width, height = width or size, height or size
     check_size(width, height, 8 if sd.vae is not None else 1)
+    return width, height
+
+
+def latent_shape(sd: SDComponents, width: int, height: int, num_images: int) -> tuple[int, int, int, int]:
+    return (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
+
+
+def prompt_contexts(
+    sd: SDComponents, prompt: str, negative_prompt: str, num_images: int
+) -> tuple[Tensor, Tensor, list[str]]:
+    """Conditional and unconditional (negative-prompt) text states, one row per image, and the truncation note."""
     text = encode_prompts(sd.tokenizer, sd.text_encoder, [prompt, negative_prompt], sd.device)
-    cond = text.states[:1].repeat(num_images, 1, 1)
-    uncond = text.states[1:].repeat(num_images, 1, 1)
-    denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
+    return text.states[:1].repeat(num_images, 1, 1), text.states[1:].repeat(num_images, 1, 1), text.truncated[:1]
+
+
+def generate(
+    sd: SDComponents,
+    denoiser,
+    rule,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    seed: int = 0,
+    scheduler: str = "ddim",
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    callback: Callable[[StepState], None] | None = None,
+    diagnostics: bool = True,
+) -> tuple[Tensor, SampleResult]:
+    """Noise from the seed, the one sampler loop with a fresh scheduler, then decoding: shared by every SD tab."""
     sched = make_scheduler(scheduler, sd.scheduler_config)
-    shape = (num_images, sd.unet.config.in_channels, height // sd.vae_scale_factor, width // sd.vae_scale_factor)
     generator = generator or cpu_generator(seed)
     noise = initial_noise(shape, generator, sd.device, sd.dtype)
-    store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
-    with recording(sd.unet, store) if store is not None else nullcontext():
-        result = sample(
-            denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-            step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
-        )
-    maps = store.maps() if store is not None else None
-    return GenerationResult(decode(sd, result.sample), result, text.truncated[:1], maps)
+    result = sample(
+        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
+        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
+    )
+    return decode(sd, result.sample), result

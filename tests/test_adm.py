@@ -44,13 +44,6 @@ MANIFESTS = json.loads((GOLDEN / "manifests.json").read_text())["models"] if GOL
 TINY_CLASSIFIER_OVERRIDES = dict(classifier_channel_mult="1,1,2", classifier_num_head_channels=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # These networks are tiny: on a shared 2-core runner, intra-op threads cost more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def close(a: torch.Tensor, ref: torch.Tensor, rel: float = 1e-5) -> float:

@@ -60,13 +60,6 @@ def write_tiny_profile(folder: Path, *, classifier_checkpoint: str = "tiny_class
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny networks on a shared 2-core runner: extra intra-op threads cost more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,6 @@ PROMPT = "a photo of a red cat"
 SMALL = dict(steps=4, width=32, height=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two torch threads on this shared 2-core machine spin-wait and run ~10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_profile(folder, sd: str | None, **limits) -> str:
