@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 
 from guidance.sampler import ClassifierContext, classifier_gradient
 from models.adm import ADMClassifierLogProb, adm_sampling_setup, create_classifier, create_model, load_adm_state_dict
+from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared/golden/adm"
 TINY_CLASSIFIER_OVERRIDES = dict(classifier_channel_mult="1,1,2", classifier_num_head_channels=32)
@@ -31,18 +30,10 @@ def _tiny(name: str) -> torch.nn.Module:
     return load_adm_state_dict(net, GOLDEN / f"tiny_{name}.pt").eval().requires_grad_(False)
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(unet: torch.nn.Module, classifier: torch.nn.Module, batch: int, steps: int, repeats: int) -> dict:
+def measure_batch(
+    unet: torch.nn.Module, classifier: torch.nn.Module, batch: int, steps: int, repeats: int, warmup: int = 1
+) -> dict:
+    """Per-step seconds: unguided and guided loop, UNet forward, classifier forward+backward."""
     y = torch.full((batch,), 7, dtype=torch.long)
     noise = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     respacing = f"ddim{steps}"
@@ -69,36 +60,43 @@ def measure(unet: torch.nn.Module, classifier: torch.nn.Module, batch: int, step
 
     # Interleaved repeats: on a shared machine, load drifts; each quantity sees the same drift.
     jobs = {"unguided": loop(False), "guided": loop(True), "unet": unet_fwd, "clf": clf_fwd_bwd}
-    times: dict[str, list[float]] = {k: [] for k in jobs}
-    for fn in jobs.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in jobs.items():
-            times[name].append(_median_seconds(fn, 1, warmup=0) / steps)
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    return dict(batch=batch, **medians)
+    medians = interleaved_medians(jobs, warmup, repeats, desc=f"classifier guidance, batch {batch}")
+    return dict(batch=batch, **{k: v / steps for k, v in medians.items()})
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps per timed run")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the runner is shared)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def measure(args: argparse.Namespace) -> list[Row]:
+    """One row per batch size: guided / unguided step time against 1 + cost(clf fwd+bwd) / cost(UNet fwd)."""
     torch.set_num_threads(args.threads)
     unet, classifier = _tiny("cond_diffusion"), _tiny("classifier")
-    rows = [measure(unet, classifier, int(b), args.steps, args.repeats) for b in args.batches.split(",")]
-    print(f"Tiny golden ADM pair (32 px; UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
-          f"classifier {sum(p.numel() for p in classifier.parameters()) / 1e6:.2f} M), CPU float32, "
-          f"{args.threads} thread(s), DDIM {args.steps} steps, median of {args.repeats}.\n")
-    print("| batch | unguided step (ms) | guided step (ms) | measured ratio | UNet fwd (ms) "
-          "| classifier fwd+bwd (ms) | predicted 1 + clf/UNet |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['batch']} | {r['unguided'] * 1e3:.1f} | {r['guided'] * 1e3:.1f} | "
-              f"{r['guided'] / r['unguided']:.2f} | {r['unet'] * 1e3:.1f} | {r['clf'] * 1e3:.1f} | "
-              f"{1 + r['clf'] / r['unet']:.2f} |")
+    size = (f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, "
+            f"classifier {sum(p.numel() for p in classifier.parameters()) / 1e6:.2f} M params")
+    rows = []
+    for b in args.batches.split(","):
+        r = measure_batch(unet, classifier, int(b), args.steps, args.repeats, args.warmup)
+        rows.append(Row(
+            f"classifier-guided step / unguided step (tiny golden ADM pair, {size}, 32² px, batch {r['batch']}, "
+            f"DDIM {args.steps})", f"{r['guided'] * 1e3:.1f} ms", f"{r['unguided'] * 1e3:.1f} ms",
+            r["guided"] / r["unguided"],
+            f"predicted 1 + clf/UNet = {1 + r['clf'] / r['unet']:.2f} (UNet fwd {r['unet'] * 1e3:.1f} ms, "
+            f"classifier fwd+bwd {r['clf'] * 1e3:.1f} ms)"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rows = measure(args)
+    print(f"{run_header(torch.get_num_threads())}\n\nCPU float32, median of {args.repeats} interleaved runs\n")
+    print(markdown_table(rows))
 
 
 if __name__ == "__main__":

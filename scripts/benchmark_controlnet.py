@@ -1,21 +1,19 @@
 """Our ControlNet loop vs diffusers' StableDiffusionControlNetPipeline on tiny random models (CPU).
 
-    .venv/bin/python -m scripts.benchmark_controlnet [--steps 10] [--repeats 3] [--size 64]
+    .venv/bin/python -m scripts.benchmark_controlnet [--steps 10] [--repeats 3] [--size 64] [--threads 1]
 
-Prints a Markdown table of median wall-clock seconds and the ratio ours / diffusers (goal ≤ 1.00).
+Prints a Markdown table of median wall-clock per call (interleaved runs) and the ratio ours / diffusers
+(goal ≤ 1.00).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionControlNetPipeline
 from PIL import Image
 
 from guidance.rules import GuidanceRule
@@ -25,24 +23,25 @@ from models.runtime import pick_runtime
 from models.tiny import build_tiny_sd
 from pipelines.controlnet import ControlSpec, controlnet_to_image
 from pipelines.schedulers import make_scheduler
+from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header
 
 
-def _median(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations are not what we compare
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--size", type=int, default=64)
-    args = ap.parse_args()
+    # One thread: on a shared 2-core machine torch's second thread spin-waits and runs ~10x slower.
+    ap.add_argument("--threads", type=int, default=1)
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[Row]:
+    """Our ``controlnet_to_image`` vs StableDiffusionControlNetPipeline, same models, seed and scheduler."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    torch.set_num_threads(args.threads)
     cpu = pick_runtime("cpu", "float32")
     with tempfile.TemporaryDirectory() as tmp:
         sd_dir = build_tiny_sd(Path(tmp) / "sd")
@@ -58,20 +57,25 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         kw = dict(height=args.size, width=args.size)
 
-        def theirs():
+        def theirs() -> None:
             pipe("a red cat", image=cmap, guidance_scale=7.5, num_inference_steps=args.steps, output_type="pt",
                  generator=torch.Generator("cpu").manual_seed(0), **kw)  # fmt: skip
 
-        def ours():
+        def ours() -> None:
             controlnet_to_image(sd, [ControlSpec(net, cmap)], "a red cat", rule=GuidanceRule("cfg", 7.5),
                                 steps=args.steps, seed=0, **kw)  # fmt: skip
 
-        t_ours, t_theirs = _median(ours, args.repeats), _median(theirs, args.repeats)
-    print(f"ControlNet, tiny SD + tiny ControlNet, {args.size}×{args.size}, {args.steps} DDIM steps, CFG, "
-          f"median of {args.repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
-    print("| path | seconds | ratio |\n|---|---|---|")
-    print(f"| ours (`controlnet_to_image`) | {t_ours:.3f} | {t_ours / t_theirs:.2f} |")
-    print(f"| diffusers `StableDiffusionControlNetPipeline` | {t_theirs:.3f} | 1.00 |")
+        t = interleaved_medians({"diffusers": theirs, "ours": ours}, args.warmup, args.repeats, desc="controlnet")
+    return [Row(f"ControlNet: our loop / StableDiffusionControlNetPipeline (tiny SD + tiny ControlNet, "
+                f"{args.size}² px, {args.steps} DDIM steps, CFG)", f"{t['ours'] * 1000:.0f} ms",
+                f"{t['diffusers'] * 1000:.0f} ms", t["ours"] / t["diffusers"], "goal ≤ 1.00")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rows = measure(args)
+    print(f"{run_header(torch.get_num_threads())}\n\nmedian of {args.repeats} interleaved runs\n")
+    print(markdown_table(rows))
 
 
 if __name__ == "__main__":

@@ -4,24 +4,21 @@
 
 Rows: our loop vs diffusers' StableDiffusionPipeline (same scheduler, seed and size; goal ≤ 1.00),
 Perp-CFG step time over CFG step time (goal ≤ 1.02), and the batched guidance sweep over the same
-cells run one by one (goal: clearly below 1). Each timing is the median of ``--repeats`` runs after
-``--warmup`` runs; on a shared machine medians of interleaved runs are the fair comparison.
+cells run one by one (goal: clearly below 1). Each timing is the median of ``--repeats`` interleaved runs after
+``--warmup`` runs (``scripts.bench_common.interleaved_medians``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from guidance.rules import GuidanceRule  # noqa: E402
 from guidance.sampler import sample  # noqa: E402
@@ -32,26 +29,12 @@ from models.tiny import build_tiny_sd  # noqa: E402
 from pipelines.schedulers import make_scheduler  # noqa: E402
 from pipelines.sweep import guidance_sweep  # noqa: E402
 from pipelines.text_to_image import text_to_image  # noqa: E402
+from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header  # noqa: E402
 
 PROMPT = "a photo of a red cat"
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per function, interleaved and in rotating order so machine load hits all alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in tqdm(range(repeats), desc=" / ".join(fns), leave=False):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
@@ -60,9 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scales", default="1,3,7.5,12,20")
     # One thread: on a shared 2-core machine torch's second thread spin-waits and runs ~10x slower.
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> list[Row]:
+    """Our loop vs StableDiffusionPipeline, Perp-CFG vs CFG step, batched sweep vs sequential."""
+    torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionPipeline
 
     folder = build_tiny_sd(Path(tempfile.mkdtemp(prefix="bench_t2i_")) / "sd")
@@ -125,26 +111,32 @@ def main(argv: list[str] | None = None) -> None:
 
     sweep = interleaved_medians({"sequential": sequential, "batched": batched}, 1, max(3, args.repeats // 2))
 
-    step = lambda seconds: seconds / args.steps * 1000  # noqa: E731
-    rows = [
-        ("our loop / StableDiffusionPipeline (CFG, DDIM)", f"{loop['ours'] * 1000:.1f} ms",
-         f"{loop['diffusers'] * 1000:.1f} ms", loop["ours"] / loop["diffusers"], "≤ 1.00"),
-        ("same, with per-step diagnostics (as the app runs)", f"{loop['ours+diag'] * 1000:.1f} ms",
-         f"{loop['diffusers'] * 1000:.1f} ms", loop["ours+diag"] / loop["diffusers"], "—"),
-        ("Perp-CFG step / CFG step", f"{step(rules['perp']):.2f} ms", f"{step(rules['cfg']):.2f} ms",
-         rules["perp"] / rules["cfg"], "≤ 1.02"),
-        ("Perp-CFG / CFG step from the rule's own cost (less noisy)",
-         f"+{(apply['perp'] - apply['cfg']) * 1e6:.0f} µs", f"{cfg_step * 1000:.2f} ms", derived, "≤ 1.02"),
-        (f"sweep: {len(cells)} cells batched / sequential", f"{sweep['batched'] * 1000:.0f} ms",
-         f"{sweep['sequential'] * 1000:.0f} ms", sweep["batched"] / sweep["sequential"], "clearly < 1"),
+    step = lambda seconds: f"{seconds / args.steps * 1000:.2f} ms"  # noqa: E731
+    setup = f"tiny SD, {args.size}² px, {args.steps} DDIM steps"
+    return [
+        Row(f"text-to-image: our loop / StableDiffusionPipeline ({setup}, CFG)", fmt_ms(loop["ours"]),
+            fmt_ms(loop["diffusers"]), loop["ours"] / loop["diffusers"], "goal ≤ 1.00"),
+        Row("same, with per-step diagnostics (as the app runs)", fmt_ms(loop["ours+diag"]),
+            fmt_ms(loop["diffusers"]), loop["ours+diag"] / loop["diffusers"], ""),
+        Row(f"Perp-CFG step / CFG step ({setup}, whole loop)", step(rules["perp"]), step(rules["cfg"]),
+            rules["perp"] / rules["cfg"], "goal ≤ 1.02"),
+        Row("Perp-CFG / CFG step from the rule's own cost (less noisy)",
+            f"+{(apply['perp'] - apply['cfg']) * 1e6:.0f} µs", f"{cfg_step * 1000:.2f} ms", derived, "goal ≤ 1.02"),
+        Row(f"guidance sweep: {len(cells)} cells batched / sequential ({setup})", fmt_ms(sweep["batched"]),
+            fmt_ms(sweep["sequential"]), sweep["batched"] / sweep["sequential"], "goal clearly < 1"),
     ]
-    print(f"\nTiny SD, {args.size}×{args.size} px, {args.steps} DDIM steps, CPU float32, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} (sweep {max(3, args.repeats // 2)}), "
-          f"torch {torch.__version__}\n")
-    print("| measurement | ours | reference | ratio | goal |")
-    print("|---|---:|---:|---:|---|")
-    for name, a, b, ratio, goal in rows:
-        print(f"| {name} | {a} | {b} | {ratio:.3f} | {goal} |")
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rows = measure(args)
+    print(f"\n{run_header(torch.get_num_threads())}\n\nmedian of {args.repeats} interleaved runs "
+          f"(sweep {max(3, args.repeats // 2)}), CPU float32\n")
+    print(markdown_table(rows))
 
 
 if __name__ == "__main__":
