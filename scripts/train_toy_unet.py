@@ -1,0 +1,267 @@
+"""Train the toy profile's pixel-space text- and image-conditioned UNet on the shapes world.
+
+    nice -n 10 .venv/bin/python -m scripts.train_toy_unet --minutes 35     # after train_toy_clip
+
+Needs ``assets/toy/sd/{text_encoder,tokenizer,image_encoder}`` (from scripts/train_toy_clip.py).
+Writes ``assets/toy/sd/{unet,scheduler}`` and ``model_index.json``; checkpoints go to
+``.toy_runs/unet`` and a rerun resumes from them.
+
+Conditioning (all through cross-attention, as SD and sd-image-variations do):
+* text rows: the frozen CLIP text model's ``last_hidden_state`` of the caption, replaced by
+  that of the empty prompt ``""`` with probability ``P_UNCOND``;
+* image rows (``P_IMAGE`` of a batch): ``image_embeds.unsqueeze(1)`` of the CLIP vision tower,
+  replaced by zeros with probability ``P_UNCOND``; padded to the text length and masked out
+  with ``encoder_attention_mask`` so the result equals a 1-token context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from condition.shapes_world import IMAGE_SIZE
+from scripts.toy_common import (
+    ASSETS,
+    EMA,
+    RUNS,
+    data_pool,
+    images_to_tensor,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state_tensors,
+    save_checkpoint,
+    setup,
+)
+from scripts.train_toy_clip import normalise
+
+SD = ASSETS / "sd"
+# The unconditional model doubles as the classifier-guidance base model and the CFG
+# reference, and it must cover the whole world; 0.2 (twice SD's 0.1) gives it enough
+# data at this tiny step budget while leaving 80 % of rows conditional.
+P_UNCOND = 0.2
+P_IMAGE = 0.25  # share of rows conditioned on a CLIP image embedding instead of a caption
+
+# The DDPM training schedule (Ho et al. 2020); pixel space needs clip_sample, and the
+# trailing spacing starts DDIM at t=999 where ᾱ is ~4e-5 (pure noise).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    prediction_type="epsilon",
+    clip_sample=True,
+    clip_sample_range=1.0,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    timestep_spacing="trailing",
+)
+
+
+def unet_config(cross_dim: int) -> dict:
+    """Cross-attention only at 8×8 and in the mid block (self-attention at 16×16 costs 4× on CPU); a thin
+    32×32 level, where flat-coloured shapes need little capacity but convolutions cost the most."""
+    return dict(
+        sample_size=IMAGE_SIZE,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 48, 64),
+        layers_per_block=1,
+        cross_attention_dim=cross_dim,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
+def save_scheduler() -> DDIMScheduler:
+    sched = DDIMScheduler(**SCHEDULER_CONFIG)
+    sched.save_pretrained(SD / "scheduler")
+    return sched
+
+
+def write_model_index() -> None:
+    """SD-1.x layout without a vae (pixel space) plus the image-variations parts."""
+    import diffusers
+
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "vae": [None, None],
+        "safety_checker": [None, None],
+        "requires_safety_checker": False,
+    }
+    (SD / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+@torch.no_grad()
+def encode_text(captions: list[str], tok: CLIPTokenizer, text: CLIPTextModel) -> torch.Tensor:
+    ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    out = [text(input_ids=ids.input_ids[i : i + 512]).last_hidden_state for i in range(0, len(captions), 512)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_images(images: np.ndarray, vision: CLIPVisionModelWithProjection) -> torch.Tensor:
+    out = [vision(pixel_values=normalise(images[i : i + 512])).image_embeds for i in range(0, len(images), 512)]
+    return torch.cat(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6000, help="schedule length (lr decay)")
+    ap.add_argument("--minutes", type=float, default=40.0, help="stop and export after this much training time")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    # bf16 autocast pays off only on CPUs with native bf16 (AVX512-BF16/AMX); emulated it is ~20× slower.
+    ap.add_argument("--bf16", action="store_true")
+    args = ap.parse_args()
+    setup(args.seed, args.threads)
+
+    tok = CLIPTokenizer.from_pretrained(SD / "tokenizer")
+    text = CLIPTextModel.from_pretrained(SD / "text_encoder").eval()
+    vision = CLIPVisionModelWithProjection.from_pretrained(SD / "image_encoder").eval()
+    pool = data_pool(60000, seed=2000 + args.seed, p_two=0.3, p_plain=0.5)
+    captions = [str(c) for c in pool["captions"]]
+    uniq = sorted(set(captions))
+    cap_ids = torch.tensor([{c: i for i, c in enumerate(uniq)}[c] for c in captions])
+    cache = RUNS / f"unet_cond_{args.seed}.safetensors"
+    if cache.exists():
+        enc = load_file(str(cache))
+    else:
+        # The frozen CLIP's outputs are fixed, so they are computed once and cached for resumed runs.
+        print(f"encoding {len(uniq)} captions and {len(captions)} images with the frozen tiny CLIP")
+        enc = {
+            "text_states": encode_text(uniq, tok, text),  # [U, L, D]
+            "null_text": encode_text([""], tok, text)[0],
+            "image_embeds": encode_images(pool["images"], vision),  # [N, D]
+        }
+        save_file(enc, str(cache))
+    text_states, null_text, image_embeds = enc["text_states"], enc["null_text"], enc["image_embeds"]
+    pixels = images_to_tensor(pool["images"])
+    seq_len, dim = text_states.shape[1:]
+
+    unet = UNet2DConditionModel(**unet_config(dim))
+    n_params = sum(p.numel() for p in unet.parameters())
+    print(f"UNet parameters: {n_params:,}")
+    noise_sched = DDPMScheduler(
+        **{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")}
+    )
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
+    ema = EMA(unet, args.ema)
+    gen = torch.Generator().manual_seed(args.seed)
+    step, trained_seconds = 0, 0.0
+    ckpt_dir = RUNS / "unet"
+    if (ck := load_checkpoint(ckpt_dir)) is not None:
+        groups, meta = ck
+        unet.load_state_dict(groups["model"])
+        ema.shadow = {k: v.float() for k, v in groups["ema"].items()}
+        load_optimizer_state(opt, groups["opt"])
+        gen.set_state(groups["rng"]["gen"])
+        step, trained_seconds = meta["step"], meta["seconds"]
+        print(f"resumed at step {step} ({trained_seconds / 60:.1f} min trained)")
+
+    def lr_at(s: int) -> float:
+        # Cosine decay over whichever budget (steps or minutes) runs out first, so a time-capped run still anneals.
+        progress = min(1.0, max(s / args.steps, trained_seconds / (args.minutes * 60)))
+        warm = min(1.0, (s + 1) / 200)
+        return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+    def save() -> None:
+        save_checkpoint(
+            ckpt_dir,
+            {
+                "model": unet.state_dict(),
+                "ema": ema.shadow,
+                "opt": optimizer_state_tensors(opt),
+                "rng": {"gen": gen.get_state()},
+            },
+            {"step": step, "seconds": trained_seconds, "params": n_params, "batch": args.batch, "p_uncond": P_UNCOND},
+        )
+
+    alphas = noise_sched.alphas_cumprod
+    bar = tqdm(total=args.steps, initial=step, desc="unet")
+    unet.train()
+    t_last = time.time()
+    while step < args.steps and trained_seconds < args.minutes * 60:
+        idx = torch.randint(len(captions), (args.batch,), generator=gen)
+        x0 = pixels[idx]
+        is_image = torch.rand(args.batch, generator=gen) < P_IMAGE
+        drop = torch.rand(args.batch, generator=gen) < P_UNCOND
+        states = text_states[cap_ids[idx]].clone()
+        states[drop & ~is_image] = null_text
+        img = image_embeds[idx] * (~drop).float()[:, None]
+        states[is_image] = 0.0
+        states[is_image, 0] = img[is_image]
+        mask = torch.ones(args.batch, seq_len)
+        mask[is_image, 1:] = 0.0
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            pred = unet(x_t, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.update(unet, step)
+        step += 1
+        now = time.time()
+        trained_seconds += now - t_last
+        t_last = now
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", min=f"{trained_seconds / 60:.1f}")
+        if step % 250 == 0:
+            save()
+            t_last = time.time()
+    bar.close()
+    save()
+    export(unet, ema, step, trained_seconds, n_params, args)
+
+
+def export(
+    unet: UNet2DConditionModel, ema: EMA, step: int, seconds: float, n_params: int, args: argparse.Namespace
+) -> None:
+    ema.copy_to(unet)
+    unet.save_pretrained(SD / "unet")
+    save_scheduler()
+    write_model_index()
+    info = {
+        "steps": step,
+        "seconds": seconds,
+        "params": n_params,
+        "batch": args.batch,
+        "ema": args.ema,
+        "lr": args.lr,
+        "p_uncond": P_UNCOND,
+        "p_image": P_IMAGE,
+        "bf16_autocast": args.bf16,
+    }
+    (RUNS / "unet_train.json").write_text(json.dumps(info))
+    print(f"exported EMA UNet after {step} steps, {seconds / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
