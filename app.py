@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 from models.profiles import Profile, default_profile_name, load_profile  # noqa: E402
 from models.runtime import pick_runtime  # noqa: E402
 from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
+from ui.common import harden_numeric_inputs  # noqa: E402
 
 TITLE = "Conditioning Lab"
 
@@ -38,6 +39,7 @@ def build_app(profile: Profile) -> gr.Blocks:
             image_conditioning.build(profile)
         with gr.Tab("2D guidance playground"):
             playground.build()
+    harden_numeric_inputs(demo)
     return demo
 
 

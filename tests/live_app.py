@@ -57,7 +57,8 @@ def live_app(
 ) -> Iterator:
     """Start ``app.py --profile PROFILE --port FREE``, yield a connected ``gradio_client.Client``, then stop it.
 
-    ``client.app_url`` / ``client.app_log`` (attributes added here) give the URL and the log file.
+    ``client.app_url`` / ``client.app_log`` / ``client.app_pid`` (attributes added here) give the URL, the log
+    file and the app process id (to measure its memory).
     """
     from gradio_client import Client
 
@@ -84,7 +85,7 @@ def live_app(
         downloads = workdir / "downloads"
         downloads.mkdir()
         client = Client(url, verbose=False, download_files=str(downloads))
-        client.app_url, client.app_log = url, log_path
+        client.app_url, client.app_log, client.app_pid = url, log_path, proc.pid
         yield client
     finally:
         proc.terminate()

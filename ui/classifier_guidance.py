@@ -18,7 +18,7 @@ from pipelines.classifier_guidance import (
     plot_log_prob,
 )
 from pipelines.metadata import Timings, attach_metadata, run_metadata
-from ui.common import GPU_QUEUE, choice, guarded, number, resolve_seed, step_progress
+from ui.common import GPU_QUEUE, choice, guarded, images_slider, number, on_gpu, resolve_seed, step_progress
 
 MAX_SCALE = 20.0
 DEFAULT_CLASS = 207  # golden retriever: a class every ImageNet model knows well
@@ -41,6 +41,7 @@ def build(profile: Profile) -> None:
     limits = profile.limits
 
     @guarded
+    @on_gpu
     def classifier_guidance(
         class_name: str = display_name(DEFAULT_CLASS),
         class_id: int | None = -1,
@@ -116,7 +117,7 @@ def build(profile: Profile) -> None:
                                label='steps (respacing: "250", "100", "ddim25", "50" …)')
             sampler = gr.Radio(list(SAMPLERS), value="ddim", label="sampler")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
+            num_images = images_slider(limits)
             compare_clean = gr.Checkbox(False, label="compare with a clean ResNet-50 guiding on x̂₀ (same seed)")
             run = gr.Button("Sample", variant="primary", elem_id="cg-run")
         with gr.Column(scale=2):

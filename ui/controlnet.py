@@ -20,13 +20,24 @@ from pipelines.controlnet import MAX_CONDITIONING_SCALE, ControlSpec, controlnet
 from pipelines.metadata import Timings, attach_metadata, run_metadata
 from pipelines.plots import plot_diagnostics
 from pipelines.schedulers import SCHEDULERS
-from pipelines.text_to_image import check_limits, to_pil
+from pipelines.text_to_image import to_pil
 from pipelines.zero_conv import zero_conv_analysis
-from ui.common import GPU_QUEUE, choice, guarded, number, resolve_seed, step_progress
+from ui.common import (
+    GPU_QUEUE,
+    choice,
+    flag,
+    guarded,
+    image_upload,
+    images_slider,
+    number,
+    on_gpu,
+    rule_metadata,
+    sampling_params,
+    step_progress,
+)
 
 CONTROLS = tuple(CONTROL_ROLES)
 PHOTO = str(ROOT / "assets" / "photos" / "astronaut.png")
-MAX_PROMPT_CHARS = 20_000
 
 INTRO = """
 A **ControlNet** is a trainable copy of the UNet's encoder that reads a control map (edges, depth, a pose
@@ -44,28 +55,9 @@ them gets no gradient on the first step; once the zero convs move, it does. Meas
 """
 
 
-def _text(value, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{name} is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return value
-
-
-def _flag(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "false"):
-        return value == "true"
-    raise ValueError(f"{name} must be true or false, got {str(value)[:40]!r}")
-
-
 def make_endpoints(profile: Profile):
     """The endpoint functions bound to ``profile`` (usable without launching the app)."""
     limits = profile.limits
-    multiple = 8
 
     def control_map(image, control, preprocess, low, high, resolution, hands=False, face=False):
         """The sanitised upload turned into the map the ControlNet reads, and a note for the user."""
@@ -82,21 +74,9 @@ def make_endpoints(profile: Profile):
 
     def common(prompt, negative_prompt, guidance, scale, eta, basis, rescale, steps, width, height, seed,
                scheduler, num_images) -> dict:  # fmt: skip
-        v = dict(
-            prompt=_text(prompt, "prompt"), negative_prompt=_text(negative_prompt, "negative_prompt"),
-            guidance=choice(guidance, "guidance", RULE_NAMES), scale=number(scale, "scale", 0, 30),
-            eta=number(eta, "eta", 0, 1), basis=choice(basis, "basis", BASES),
-            rescale=number(rescale, "rescale", 0, 1), steps=number(steps, "steps", 1, limits.max_steps, integer=True),
-            width=number(width, "width", multiple, 100_000, integer=True),
-            height=number(height, "height", multiple, 100_000, integer=True),
-            seed=resolve_seed(seed), scheduler=choice(scheduler, "scheduler", tuple(SCHEDULERS)),
-            num_images=number(num_images, "num_images", 1, limits.max_images, integer=True),
-        )
-        for k in ("width", "height"):
-            if v[k] % multiple:
-                raise ValueError(f"{k} must be a multiple of {multiple}, got {v[k]}")
-        check_limits(limits, width=v["width"], height=v["height"], steps=v["steps"], num_images=v["num_images"])
-        return v
+        return sampling_params(limits, prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, scale=scale,
+                               eta=eta, basis=basis, rescale=rescale, steps=steps, width=width, height=height,
+                               seed=seed, scheduler=scheduler, num_images=num_images)  # fmt: skip
 
     def generate(v: dict, controls: list[tuple[str, object, float, float, float]], public: dict, progress):
         runtime = pick_runtime()
@@ -114,8 +94,7 @@ def make_endpoints(profile: Profile):
         models = {"sd": sd.source, **{CONTROL_ROLES[c]: profile.source(CONTROL_ROLES[c]) for c, *_ in controls}}
         steps_on = [sum(step[i] for step in out.active) for i in range(len(specs))]
         meta = run_metadata(public, model_id=sd.source, runtime=runtime.name, timings=timings, models=models,
-                            rule={"name": rule.name, "scale": rule.scale, "eta": rule.eta, "basis": rule.basis,
-                                  "rescale": rule.rescale, "formula": rule.formula},
+                            rule=rule_metadata(rule),
                             controlnet_steps_on=steps_on)  # fmt: skip
         gallery = [(attach_metadata(to_pil(img), public, {"models": models, "index": i}), f"seed {v['seed']} · #{i}")
                    for i, img in enumerate(out.images)]  # fmt: skip
@@ -123,6 +102,7 @@ def make_endpoints(profile: Profile):
         return gallery, plot, meta
 
     @guarded
+    @on_gpu
     def controlnet(
         image=None,
         control: str = "canny",
@@ -151,8 +131,8 @@ def make_endpoints(profile: Profile):
         progress=gr.Progress(),
     ):
         control = choice(control, "control", CONTROLS)
-        preprocess, hands, face = (_flag(preprocess, "preprocess"), _flag(pose_hands, "pose_hands"),
-                                   _flag(pose_face, "pose_face"))  # fmt: skip
+        preprocess, hands, face = (flag(preprocess, "preprocess"), flag(pose_hands, "pose_hands"),
+                                   flag(pose_face, "pose_face"))  # fmt: skip
         cs = number(conditioning_scale, "conditioning_scale", 0, MAX_CONDITIONING_SCALE)
         start, end = number(guidance_start, "guidance_start", 0, 1), number(guidance_end, "guidance_end", 0, 1)
         validate_control(cs, start, end)
@@ -172,6 +152,7 @@ def make_endpoints(profile: Profile):
         return attach_metadata(cmap, public), gallery, plot, meta
 
     @guarded
+    @on_gpu
     def controlnet_multi(
         image=None,
         image_b=None,
@@ -199,7 +180,7 @@ def make_endpoints(profile: Profile):
         num_images: int = 1,
         progress=gr.Progress(),
     ):
-        preprocess = _flag(preprocess, "preprocess")
+        preprocess = flag(preprocess, "preprocess")
         res = number(preprocess_resolution, "preprocess_resolution", 64, 2048, integer=True)
         nets = []
         for tag, c, s, a, b in (("a", control_a, conditioning_scale_a, guidance_start_a, guidance_end_a),
@@ -225,6 +206,7 @@ def make_endpoints(profile: Profile):
         return [(attach_metadata(m[1], public), m[0]) for m in maps], gallery, plot, meta
 
     @guarded
+    @on_gpu
     def zero_conv(seed: int = 0, latent_size: int = 8):
         report = zero_conv_analysis(
             downsample=8, latent_size=number(latent_size, "latent_size", 2, 32, integer=True),
@@ -265,7 +247,7 @@ def build(profile: Profile) -> None:
                     f"not for {', '.join(missing)}.{toy}")  # fmt: skip
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(PHOTO, type="filepath", label="image (or a ready-made map)", format="png")
+            image = image_upload(value=PHOTO, label="image (or a ready-made map)", format="png")
             control = gr.Radio(list(CONTROLS), value=(have or ["canny"])[0], label="control")
             preprocess = gr.Checkbox(True, label="preprocess (off = the image already is the map)")
             with gr.Row():
@@ -292,7 +274,7 @@ def build(profile: Profile) -> None:
                 height = gr.Number(side, precision=0, label="height")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
+            num_images = images_slider(limits)
             run = gr.Button("Generate", variant="primary", elem_id="cn-run")
         with gr.Column(scale=2):
             cmap = gr.Image(label="control map (what the ControlNet reads)", type="pil", format="png")
@@ -309,7 +291,7 @@ def build(profile: Profile) -> None:
 
     with gr.Accordion("Multi-ControlNet: two maps, each with its own scale and range", open=False):
         with gr.Row():
-            image_b = gr.Image(None, type="filepath", label="second image (empty = the same image)", format="png")
+            image_b = image_upload(value=None, label="second image (empty = the same image)", format="png")
             with gr.Column():
                 control_a = gr.Radio(list(CONTROLS), value="canny", label="ControlNet A")
                 scale_a = gr.Slider(0, MAX_CONDITIONING_SCALE, value=1.0, step=0.05, label="A: conditioning scale")

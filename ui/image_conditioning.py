@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable
 
 import gradio as gr
-from PIL import UnidentifiedImageError
 
 from condition.control import sanitize_image
 from guidance.rules import BASES, RULE_NAMES
@@ -22,13 +21,23 @@ from pipelines.image_conditioning import MODES, ImageParams, clip_scores, cross_
 from pipelines.metadata import Timings, attach_metadata, run_metadata
 from pipelines.plots import plot_diagnostics
 from pipelines.schedulers import SCHEDULERS
-from pipelines.text_to_image import check_limits, to_pil
-from ui.common import GPU_QUEUE, choice, guarded, number, resolve_seed, step_progress
+from pipelines.text_to_image import to_pil
+from ui.common import (
+    GPU_QUEUE,
+    SIZE_MULTIPLE,
+    choice,
+    guarded,
+    image_upload,
+    images_slider,
+    number,
+    on_gpu,
+    rule_metadata,
+    sampling_params,
+    step_progress,
+)
 
 PHOTO = ROOT / "assets" / "photos" / "chelsea.png"
 
-MAX_PROMPT_CHARS = 20_000
-SIZE_MULTIPLE = 8
 MAX_IMAGE_SCALE = 1.5
 MODE_ROLES = {
     "variations": (VARIATIONS_ROLE,), "cross-modal": (VARIATIONS_ROLE,), "ip-adapter": ("sd", IP_ADAPTER_ROLE),
@@ -42,43 +51,6 @@ cross-attention, weighted by *image scale* (0 = plain text-to-image). **cross-mo
 CLIP *text* embedding of the prompt (at the image embedding's length), or a spherical mix of image and text by
 *mix* — the shared space and its modality gap, made visible. The JSON reports CLIP cosine similarities.
 """
-
-
-def image_upload(**kwargs) -> gr.Image:
-    """A filepath ``gr.Image`` whose own decoding failures (text renamed .png, truncated file) become clear errors.
-
-    Gradio opens the upload before the endpoint runs, so otherwise a non-image reaches the client
-    as an anonymous "the app raised an exception". The wrapper is set on the instance because
-    subclassing a component makes Gradio write a ``.pyi`` stub next to this module.
-    """
-    component = gr.Image(type="filepath", **kwargs)
-    decode = component.preprocess
-
-    def preprocess(payload):
-        try:
-            return decode(payload)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise gr.Error("the upload could not be read as an image (PNG, JPEG, WebP…)") from None
-
-    component.preprocess = preprocess
-    return component
-
-
-def _text(value, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{name} is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return value
-
-
-def _size(value, name: str) -> int:
-    v = number(value, name, 1, 1_000_000, integer=True)
-    if v % SIZE_MULTIPLE:
-        raise ValueError(f"{name} must be a multiple of {SIZE_MULTIPLE}, got {v}")
-    return v
 
 
 def _default_size(profile: Profile) -> int:
@@ -98,6 +70,7 @@ def make_endpoint(profile: Profile) -> Callable:
     limits = profile.limits
 
     @guarded
+    @on_gpu
     def image_conditioning(
         image=None,
         mode: str = "variations",
@@ -120,24 +93,14 @@ def make_endpoint(profile: Profile) -> Callable:
     ):
         params = ImageParams(
             mode=choice(mode, "mode", MODES),
-            prompt=_text(prompt, "prompt"),
-            negative_prompt=_text(negative_prompt, "negative_prompt"),
             image_scale=number(image_scale, "image_scale", 0, MAX_IMAGE_SCALE),
             mix=number(mix, "mix", 0, 1),
-            guidance=choice(guidance, "guidance", RULE_NAMES),
-            scale=number(scale, "scale", 0, 30),
-            eta=number(eta, "eta", 0, 1),
-            basis=choice(basis, "basis", BASES),
-            rescale=number(rescale, "rescale", 0, 1),
-            steps=number(steps, "steps", 1, limits.max_steps, integer=True),
-            width=_size(width, "width"),
-            height=_size(height, "height"),
-            seed=resolve_seed(seed),
-            scheduler=choice(scheduler, "scheduler", tuple(SCHEDULERS)),
-            num_images=number(num_images, "num_images", 1, limits.max_images, integer=True),
+            **sampling_params(
+                limits, prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, scale=scale, eta=eta,
+                basis=basis, rescale=rescale, steps=steps, width=width, height=height, seed=seed,
+                scheduler=scheduler, num_images=num_images,
+            ),
         )
-        check_limits(limits, width=params.width, height=params.height, steps=params.steps,
-                     num_images=params.num_images)
         missing = _missing_roles(profile, params.mode)
         if missing:
             raise ValueError(f"mode {params.mode!r} needs the {' and '.join(repr(r) for r in missing)} model(s), "
@@ -190,8 +153,7 @@ def make_endpoint(profile: Profile) -> Callable:
         rule = params.rule
         meta = run_metadata(
             public, model_id=model_id, runtime=runtime.name, timings=timings,
-            rule={"name": rule.name, "scale": rule.scale, "eta": rule.eta, "basis": rule.basis,
-                  "rescale": rule.rescale, "formula": rule.formula},
+            rule=rule_metadata(rule),
             clip=scores, notes=notes,
         )
         gallery = [(attach_metadata(img, public, {"model_id": model_id, "index": i}),
@@ -232,7 +194,7 @@ def build(profile: Profile) -> None:
                 height = gr.Number(size, precision=0, step=SIZE_MULTIPLE, label="height (multiple of 8)")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
+            num_images = images_slider(limits)
             run = gr.Button("Generate", variant="primary", elem_id="img-run")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="images (PNG, parameters embedded)", format="png", columns=2,

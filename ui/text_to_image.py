@@ -25,11 +25,23 @@ from pipelines.sweep import guidance_sweep as run_sweep
 from pipelines.sweep import parse_scales, sweep_grid
 from pipelines.text_to_image import T2IParams, check_limits, to_pil
 from pipelines.text_to_image import text_to_image as run_t2i
-from ui.common import GPU_QUEUE, choice, guarded, number, resolve_seed, step_progress
+from ui.common import (
+    GPU_QUEUE,
+    SIZE_MULTIPLE,
+    choice,
+    guarded,
+    image_side,
+    images_slider,
+    number,
+    on_gpu,
+    resolve_seed,
+    rule_metadata,
+    sampling_params,
+    step_progress,
+    text,
+)
 
 ROLE = "sd"
-MAX_PROMPT_CHARS = 20_000
-SIZE_MULTIPLE = 8
 
 INTRO = """
 Stable Diffusion sampled by this app's own loop. **CFG** pushes along the whole difference Δ = c − u between
@@ -37,23 +49,6 @@ the conditional and unconditional predictions; **Perp-CFG** pushes only across t
 (plus η of the rest), which keeps colours from saturating at large scales. The plot shows ‖Δ∥‖, ‖Δ⊥‖ and how
 much of the predicted image leaves the valid range at each step. Every PNG carries its parameters.
 """
-
-
-def _text(value, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{name} is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return value
-
-
-def _size(value, name: str) -> int:
-    v = number(value, name, 1, 1_000_000, integer=True)
-    if v % SIZE_MULTIPLE:
-        raise ValueError(f"{name} must be a multiple of {SIZE_MULTIPLE} (the latent grid is 8× smaller), got {v}")
-    return v
 
 
 def _default_size(profile: Profile) -> int:
@@ -75,11 +70,11 @@ def make_endpoints(profile: Profile) -> tuple[Callable, Callable]:
 
     def validate(prompt, negative_prompt, steps, width, height, scheduler, num_images=1) -> dict:
         values = dict(
-            prompt=_text(prompt, "prompt"),
-            negative_prompt=_text(negative_prompt, "negative_prompt"),
+            prompt=text(prompt, "prompt"),
+            negative_prompt=text(negative_prompt, "negative_prompt"),
             steps=number(steps, "steps", 1, limits.max_steps, integer=True),
-            width=_size(width, "width"),
-            height=_size(height, "height"),
+            width=image_side(width, "width"),
+            height=image_side(height, "height"),
             scheduler=choice(scheduler, "scheduler", tuple(SCHEDULERS)),
         )
         num_images = number(num_images, "num_images", 1, limits.max_images, integer=True)
@@ -88,6 +83,7 @@ def make_endpoints(profile: Profile) -> tuple[Callable, Callable]:
         return {**values, "num_images": num_images}
 
     @guarded
+    @on_gpu
     def text_to_image(
         prompt: str = "",
         negative_prompt: str = "",
@@ -105,17 +101,12 @@ def make_endpoints(profile: Profile) -> tuple[Callable, Callable]:
         attention_token: str = "",
         progress=gr.Progress(),
     ):
-        v = validate(prompt, negative_prompt, steps, width, height, scheduler, num_images)
-        params = T2IParams(
-            guidance=choice(guidance, "guidance", RULE_NAMES),
-            scale=number(scale, "scale", 0, 30),
-            eta=number(eta, "eta", 0, 1),
-            basis=choice(basis, "basis", BASES),
-            rescale=number(rescale, "rescale", 0, 1),
-            seed=resolve_seed(seed),
-            **v,
-        )
-        token = _text(attention_token, "attention_token").strip()
+        params = T2IParams(**sampling_params(
+            limits, prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, scale=scale, eta=eta,
+            basis=basis, rescale=rescale, steps=steps, width=width, height=height, seed=seed, scheduler=scheduler,
+            num_images=num_images,
+        ))
+        token = text(attention_token, "attention_token").strip()
         runtime = pick_runtime()
         timings = Timings()
         with timings.section("load"):
@@ -133,8 +124,7 @@ def make_endpoints(profile: Profile) -> tuple[Callable, Callable]:
                  for t in out.truncated if t]
         meta = run_metadata(
             public, model_id=sd.source, runtime=runtime.name, timings=timings,
-            rule={"name": rule.name, "scale": rule.scale, "eta": rule.eta, "basis": rule.basis,
-                  "rescale": rule.rescale, "formula": rule.formula},
+            rule=rule_metadata(rule),
             truncated=bool(notes), notes=notes,
         )
         if notes:
@@ -151,6 +141,7 @@ def make_endpoints(profile: Profile) -> tuple[Callable, Callable]:
         return gallery, plot, meta, params.seed, overlays, snippet
 
     @guarded
+    @on_gpu
     def guidance_sweep(
         prompt: str = "",
         negative_prompt: str = "",
@@ -225,7 +216,7 @@ def build(profile: Profile) -> None:
                 height = gr.Number(size, precision=0, step=SIZE_MULTIPLE, label="height (multiple of 8)")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler")
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="images")
+            num_images = images_slider(limits)
             token = gr.Textbox("", label="cross-attention map for token (empty = off)",
                                placeholder="e.g. red")
             run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
