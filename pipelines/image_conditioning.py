@@ -15,7 +15,7 @@ Usable from a notebook without Gradio::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +39,7 @@ from models.denoisers import UNetDenoiser
 from pipelines.text_to_image import (
     GenerationResult,
     SDComponents,
+    T2IParams,
     generate,
     latent_shape,
     prompt_contexts,
@@ -52,32 +53,13 @@ MODES = ("variations", "ip-adapter", "cross-modal")
 
 
 @dataclass(frozen=True)
-class ImageParams:
+class ImageParams(T2IParams):
     """The public parameters of ``/image_conditioning`` other than the image (names are the API)."""
 
     mode: str = "variations"
-    prompt: str = ""
-    negative_prompt: str = ""
     image_scale: float = 0.6
     mix: float = 0.0
-    guidance: str = "cfg"
     scale: float = 3.0
-    eta: float = 0.0
-    basis: str = "uncond"
-    rescale: float = 0.0
-    steps: int = 25
-    width: int = 512
-    height: int = 512
-    seed: int = 0
-    scheduler: str = "ddim"
-    num_images: int = 1
-
-    @property
-    def rule(self) -> GuidanceRule:
-        return GuidanceRule(self.guidance, self.scale, self.eta, self.basis, self.rescale)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class IPAdapterDenoiser(UNetDenoiser):
