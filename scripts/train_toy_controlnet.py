@@ -60,7 +60,8 @@ def main() -> None:
     pool = data_pool(30000, seed=4000 + args.seed, p_two=0.3, p_plain=0.5, canny=True)
     captions = [str(c) for c in pool["captions"]]
     uniq = sorted(set(captions))
-    cap_ids = torch.tensor([{c: i for i, c in enumerate(uniq)}[c] for c in captions])
+    index = {c: i for i, c in enumerate(uniq)}
+    cap_ids = torch.tensor([index[c] for c in captions])
     text_states = encode_text(uniq, tok, text)
     null_text = encode_text([""], tok, text)[0]
     pixels = images_to_tensor(pool["images"])

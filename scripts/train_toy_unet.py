@@ -1,6 +1,6 @@
 """Train the toy profile's pixel-space text- and image-conditioned UNet on the shapes world.
 
-    nice -n 10 .venv/bin/python -m scripts.train_toy_unet --minutes 35     # after train_toy_clip
+    nice -n 10 .venv/bin/python -m scripts.train_toy_unet --minutes 72     # after train_toy_clip
 
 Needs ``assets/toy/sd/{text_encoder,tokenizer,image_encoder}`` (from scripts/train_toy_clip.py).
 Writes ``assets/toy/sd/{unet,scheduler}`` and ``model_index.json``; checkpoints go to
@@ -125,7 +125,7 @@ def encode_images(images: np.ndarray, vision: CLIPVisionModelWithProjection) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6000, help="schedule length (lr decay)")
-    ap.add_argument("--minutes", type=float, default=40.0, help="stop and export after this much training time")
+    ap.add_argument("--minutes", type=float, default=72.0, help="stop and export after this much training time")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.995)
@@ -142,7 +142,8 @@ def main() -> None:
     pool = data_pool(60000, seed=2000 + args.seed, p_two=0.3, p_plain=0.5)
     captions = [str(c) for c in pool["captions"]]
     uniq = sorted(set(captions))
-    cap_ids = torch.tensor([{c: i for i, c in enumerate(uniq)}[c] for c in captions])
+    index = {c: i for i, c in enumerate(uniq)}
+    cap_ids = torch.tensor([index[c] for c in captions])
     cache = RUNS / f"unet_cond_{args.seed}.safetensors"
     if cache.exists():
         enc = load_file(str(cache))

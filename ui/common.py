@@ -232,3 +232,15 @@ def images_slider(limits: Limits) -> gr.Slider:
     # A slider needs min < max; with a cap of one image it is shown fixed.
     return gr.Slider(1, max(limits.max_images, 2), value=1, step=1, label="images",
                      interactive=limits.max_images > 1)
+
+
+def default_side(profile, role: str) -> int:
+    """The role's ``size`` option, else a local model's native size, else 512; always within the pixel cap."""
+    import math
+
+    from models.loading import sd_native_size
+
+    source = profile.source(role)
+    size = profile.options(role).get("size") or (sd_native_size(source) if source else None) or 512
+    side = min(int(size), int(math.isqrt(profile.limits.max_pixels)))
+    return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)

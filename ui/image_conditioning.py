@@ -6,7 +6,6 @@ against the profile's limits before any model is loaded; the CLIP read-outs use 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import gradio as gr
@@ -26,6 +25,7 @@ from ui.common import (
     GPU_QUEUE,
     SIZE_MULTIPLE,
     choice,
+    default_side,
     guarded,
     image_upload,
     images_slider,
@@ -51,14 +51,6 @@ cross-attention, weighted by *image scale* (0 = plain text-to-image). **cross-mo
 CLIP *text* embedding of the prompt (at the image embedding's length), or a spherical mix of image and text by
 *mix* — the shared space and its modality gap, made visible. The JSON reports CLIP cosine similarities.
 """
-
-
-def _default_size(profile: Profile) -> int:
-    size = profile.options(VARIATIONS_ROLE).get("size") or profile.options("sd").get("size")
-    if size:
-        return int(size)
-    side = min(512, int(math.isqrt(profile.limits.max_pixels)))
-    return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)
 
 
 def _missing_roles(profile: Profile, mode: str) -> list[str]:
@@ -168,7 +160,7 @@ def build(profile: Profile) -> None:
     """Lay out the tab; the endpoint exists even when roles are missing (it then says which)."""
     fn = make_endpoint(profile)
     limits = profile.limits
-    size = _default_size(profile)
+    size = default_side(profile, VARIATIONS_ROLE)
     gr.Markdown(INTRO)
     have = [f"`{r}`: `{profile.source(r)}`" for r in (VARIATIONS_ROLE, IP_ADAPTER_ROLE, CLIP_ROLE) if profile.has(r)]
     lacking = [f"`{r}`" for r in (VARIATIONS_ROLE, IP_ADAPTER_ROLE, CLIP_ROLE) if not profile.has(r)]

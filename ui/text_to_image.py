@@ -6,7 +6,6 @@ Every input is validated against the profile's limits before the model is even l
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 
@@ -14,7 +13,7 @@ import gradio as gr
 
 from condition.text import prompt_tokens
 from guidance.rules import BASES, RULE_NAMES
-from models.loading import load_role_sd, sd_native_size
+from models.loading import load_role_sd
 from models.profiles import Profile
 from models.runtime import pick_runtime
 from pipelines.attention import overlay, token_map, token_positions
@@ -29,6 +28,7 @@ from ui.common import (
     GPU_QUEUE,
     SIZE_MULTIPLE,
     choice,
+    default_side,
     guarded,
     image_side,
     images_slider,
@@ -49,14 +49,6 @@ the conditional and unconditional predictions; **Perp-CFG** pushes only across t
 (plus η of the rest), which keeps colours from saturating at large scales. The plot shows ‖Δ∥‖, ‖Δ⊥‖ and how
 much of the predicted image leaves the valid range at each step. Every PNG carries its parameters.
 """
-
-
-def _default_size(profile: Profile) -> int:
-    """The role's ``size`` option, else a local model's native size, else 512; always within the pixel cap."""
-    source = profile.source(ROLE)
-    size = profile.options(ROLE).get("size") or (sd_native_size(source) if source else None) or 512
-    side = min(int(size), int(math.isqrt(profile.limits.max_pixels)))
-    return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)
 
 
 def _snippet_target() -> str:
@@ -192,7 +184,7 @@ def build(profile: Profile) -> None:
     """Lay out the tab; the endpoints exist even without an ``sd`` role (they then explain what is missing)."""
     t2i_fn, sweep_fn = make_endpoints(profile)
     limits = profile.limits
-    size = _default_size(profile)
+    size = default_side(profile, ROLE)
     steps_default = min(25, limits.max_steps)
     gr.Markdown(INTRO)
     if not profile.has(ROLE):
