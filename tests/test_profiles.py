@@ -1,0 +1,65 @@
+"""Profiles: which one is chosen, how roles resolve, and clear errors for broken files."""
+
+import pytest
+import torch
+
+from models.profiles import ROOT, Limits, default_profile_name, load_profile
+
+
+def test_default_is_full_with_cuda_and_toy_without(monkeypatch):
+    monkeypatch.delenv("CONDLAB_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_profile_name() == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_profile_name() == "toy"
+    monkeypatch.setenv("CONDLAB_PROFILE", "/some/where.toml")
+    assert default_profile_name() == "/some/where.toml"
+
+
+def test_roles_resolve_relative_folders_and_keep_hub_ids(tmp_path):
+    (tmp_path / "models" / "sd").mkdir(parents=True)
+    path = tmp_path / "mine.toml"
+    path.write_text('sd = "models/sd"\nclip = "openai/clip-vit-large-patch14"\n'
+                    'ip_adapter = { source = "h94/IP-Adapter", subfolder = "models" }\n[limits]\nmax_steps = 7\n')
+    profile = load_profile(path)
+    assert profile.source("sd") == str(tmp_path / "models" / "sd")
+    assert profile.source("clip") == "openai/clip-vit-large-patch14"
+    assert profile.options("ip_adapter") == {"subfolder": "models"}
+    assert profile.source("controlnet_canny") is None and not profile.has("controlnet_canny")
+    assert profile.limits.max_steps == 7
+
+
+def test_builtin_profiles_load():
+    toy, full = load_profile("toy"), load_profile("full")
+    assert toy.source("sd") == str(ROOT / "assets" / "toy" / "sd")
+    assert full.source("sd") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert full.limits.max_pixels == 1024 * 1024 and full.limits.max_steps == 100
+
+
+def test_env_overrides_limits(monkeypatch):
+    monkeypatch.setenv("CONDLAB_MAX_STEPS", "12")
+    assert Limits.from_settings({"max_steps": 50}).max_steps == 12
+    monkeypatch.setenv("CONDLAB_MAX_STEPS", "many")
+    with pytest.raises(ValueError, match="max_steps"):
+        Limits.from_settings({})
+
+
+@pytest.mark.parametrize("text,match", [("sd = [1, 2]", "role 'sd'"), ("sd = ", "not valid TOML")])
+def test_broken_profiles_are_value_errors(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_profile(path)
+
+
+def test_unknown_profile_names_the_builtins():
+    with pytest.raises(ValueError, match="full, toy"):
+        load_profile("gpu-deluxe")
+
+
+def test_the_page_says_which_profile_runs():
+    import app
+
+    demo = app.build_app(load_profile("toy"))
+    markdown = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
+    assert "Profile: `toy`" in markdown and "cpu float32" in markdown
