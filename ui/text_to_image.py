@@ -195,7 +195,8 @@ def build(profile: Profile) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            prompt = gr.Textbox("a photo of a red cat", label="prompt", lines=2)
+            prompt = gr.Textbox("a red circle" if profile.name == "toy" else "a photo of a red cat", label="prompt",
+                                lines=2)
             negative = gr.Textbox("", label="negative prompt (the unconditional branch)")
             guidance = gr.Radio(list(RULE_NAMES), value="cfg", label="guidance")
             scale = gr.Slider(0, 30, value=7.5, step=0.5, label="scale w")
@@ -229,6 +230,18 @@ def build(profile: Profile) -> None:
         sweep_meta = gr.JSON(label="sweep metadata")
         sweep_seed = gr.Number(label="seed used", precision=0, interactive=False)
 
+    if profile.name == "toy":
+        # Cached on first click: the toy model answers in about a second, and the example then serves instantly.
+        gr.Examples(
+            [["a red circle", "", "cfg", 7.0, 0.0, "uncond", 0.0, steps_default, size, size, 0, "ddim", 2, "red"],
+             ["a blue square on the left and a yellow circle", "", "perp-cfg", 7.0, 0.0, "uncond", 0.0,
+              steps_default, size, size, 1, "ddim", 2, "yellow"],
+             ["a green cross", "", "none", 1.0, 0.0, "uncond", 0.0, steps_default, size, size, 2, "ddim", 2, ""]],
+            [prompt, negative, guidance, scale, eta, basis, rescale, steps, width, height, seed, scheduler,
+             num_images, token],
+            [gallery, plot, meta, seed_used, attention, snippet],
+            fn=t2i_fn, cache_examples=True, cache_mode="lazy", label="examples (cached after the first click)",
+        )
     run.click(
         t2i_fn,
         [prompt, negative, guidance, scale, eta, basis, rescale, steps, width, height, seed, scheduler, num_images,
