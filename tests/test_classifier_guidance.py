@@ -96,10 +96,16 @@ def test_unknown_class_name_suggests_close_matches() -> None:
         class_id_for("  ")
 
 
-@pytest.mark.parametrize("bad", [-1, 1000, 10**9, 3.5, float("nan"), "seven", True])
+@pytest.mark.parametrize("bad", [-2, 1000, 10**9, 3.5, float("nan"), "seven", True])
 def test_class_id_outside_range(bad) -> None:
     with pytest.raises(ValueError, match="0 and 999"):
         resolve_class(None, bad)
+
+
+def test_class_id_minus_one_means_use_the_name() -> None:
+    # The UI's number box cannot be left empty, so −1 is its "not set" value.
+    assert resolve_class("golden retriever", -1) == resolve_class("golden retriever", None) == 207
+    assert resolve_class("golden retriever", 1) == 1
 
 
 # ----------------------------------------------------------------------------- validation
