@@ -10,13 +10,16 @@ import torch
 from live_app import live_app
 from PIL import Image
 
+from condition.control import canny_map
 from condition.shapes_world import COLOUR_NAMES, SHAPE_NAMES, make_batch, to_tensor_range
 from guidance.rules import GuidanceRule
+from models.controlnet_loading import controlnet_for
 from models.image_loading import load_image_variations
 from models.loading import load_role_sd
 from models.profiles import ROOT, load_profile, toy_available
 from models.runtime import pick_runtime
 from models.toy_judge import load_judge
+from pipelines.controlnet import ControlSpec, controlnet_to_image
 from pipelines.image_conditioning import variations
 from pipelines.text_to_image import text_to_image
 
@@ -52,6 +55,15 @@ def test_image_variations_through_the_profile_loader():
     assert out.images.shape == (1, 3, 32, 32)
 
 
+def test_controlnet_through_the_profile_loader():
+    profile = load_profile("toy")
+    sd, controlnet = load_role_sd(profile, CPU32), controlnet_for(profile, "canny", CPU32)
+    edges = canny_map(Image.fromarray(make_batch(1, seed=4, p_two=0).images[0]), 100, 200)
+    out = controlnet_to_image(sd, [ControlSpec(controlnet, edges, 1.0, 0.0, 1.0)], "a red cross",
+                              rule=GuidanceRule("cfg", 4.0), steps=3, seed=0)
+    assert out.images.shape == (1, 3, 32, 32) and out.active == [[True]] * 3
+
+
 def test_judge_reads_the_world():
     # The evaluation judge (never used for guidance) must itself be right, or its verdicts mean nothing.
     judge = load_judge(TOY / "judge")
@@ -67,8 +79,10 @@ def toy_client():
         yield client
 
 
-def test_toy_app_text_to_image_and_variations(toy_client):
+def test_toy_app_text_to_image_controlnet_and_variations(toy_client):
     images, *_ = toy_client.predict(prompt="a blue square", steps=25, api_name="/text_to_image")
+    assert Image.open(images[0]["image"]).size == (32, 32)
+    _, images, *_ = toy_client.predict(steps=25, api_name="/controlnet")  # the shipped photo, canny-preprocessed
     assert Image.open(images[0]["image"]).size == (32, 32)
     images, scores, *_ = toy_client.predict(api_name="/image_conditioning")
     assert Image.open(images[0]["image"]).size == (32, 32)

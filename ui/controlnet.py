@@ -6,8 +6,6 @@ ControlNets, each with its own scale and range) and ``/zero_conv`` (the measured
 
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 
 from condition.control import NO_PERSON, canny_map, check_thresholds, depth_map, pose_map, sanitize_image
@@ -25,6 +23,7 @@ from pipelines.zero_conv import zero_conv_analysis
 from ui.common import (
     GPU_QUEUE,
     choice,
+    default_side,
     flag,
     guarded,
     image_upload,
@@ -236,8 +235,7 @@ def zero_conv_summary(r: dict) -> str:
 def build(profile: Profile) -> None:
     cn_fn, multi_fn, zc_fn = make_endpoints(profile)
     limits = profile.limits
-    side = min(512, math.isqrt(limits.max_pixels))
-    side -= side % 8
+    side = default_side(profile, "sd")
     gr.Markdown(INTRO)
     have = [c for c in CONTROLS if profile.has(CONTROL_ROLES[c])]
     missing = [c for c in CONTROLS if c not in have]
