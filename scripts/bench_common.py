@@ -77,7 +77,8 @@ def run_header(threads: int) -> str:
         command = shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {stamp} · torch {torch.__version__} · {threads} torch thread(s) · "
-            f"{os.cpu_count()} CPUs (shared, loaded) · command: `HF_HUB_OFFLINE=1 {command}`")
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start · "
+            f"command: `HF_HUB_OFFLINE=1 {command}`")
 
 
 def peak_rss_mb(pid: int | None = None) -> float:

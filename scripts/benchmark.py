@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     report = (f"{run_header(torch.get_num_threads())}\n\n"
               f"CPU float32; loop timings are medians of {args.repeats} interleaved runs after {args.warmup} "
-              f"warm-up; ratio = ours / reference; whole run {elapsed / 60:.1f} min. The machine is shared with "
-              f"other jobs, so absolute times are noisy; the ratios are the comparison.\n\n"
+              f"warm-up; ratio = ours / reference; whole run {elapsed / 60:.1f} min. Absolute times depend on "
+              f"what else the machine is doing; the interleaved ratios are the comparison.\n\n"
               f"{markdown_table(rows)}\n")
     print("\n" + report)
     out = Path(args.out)
