@@ -33,7 +33,7 @@ def build_app(profile: Profile) -> gr.Blocks:
             text_to_image.build(profile)
         with gr.Tab("ControlNet"):
             controlnet.build(profile)
-        with gr.Tab("Classifier guidance (ImageNet)"):
+        with gr.Tab("Classifier guidance"):
             classifier_guidance.build(profile)
         with gr.Tab("CLIP image conditioning"):
             image_conditioning.build(profile)

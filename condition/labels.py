@@ -1,4 +1,5 @@
-"""ImageNet-1k class names, offline: torchvision ships them in its weight metadata.
+"""Class labels: ImageNet-1k names offline (torchvision ships them in its weight metadata), and
+small named label sets such as the toy world's (colour, shape) classes.
 
 Names are unique except for two pairs ("crane", "maillot"); a name lookup returns the first id and
 :func:`display_name` disambiguates them as ``"crane (134)"`` so every dropdown entry maps to one id.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 NUM_CLASSES = 1000
 
@@ -45,17 +48,35 @@ def class_name(class_id: int) -> str:
     return imagenet_classes()[class_id_checked(class_id)]
 
 
-def class_id_checked(class_id) -> int:
-    """An id in 0–999, or ValueError (bools and fractional values are rejected too)."""
+def check_class_id(class_id: Any, num_classes: int) -> int:
+    """An id in 0 … num_classes − 1, or ValueError (bools and fractional values are rejected too)."""
+    message = f"class_id must be a whole number between 0 and {num_classes - 1}, got {str(class_id)[:40]!r}"
     if isinstance(class_id, bool):
-        raise ValueError(f"class_id must be a whole number between 0 and {NUM_CLASSES - 1}, got {class_id!r}")
+        raise ValueError(message)
     try:
         value = float(class_id)
     except (TypeError, ValueError):
-        raise ValueError(f"class_id must be a whole number between 0 and {NUM_CLASSES - 1}, got {class_id!r}") from None
-    if not value == value or value != int(value) or not 0 <= value < NUM_CLASSES:
-        raise ValueError(f"class_id must be a whole number between 0 and {NUM_CLASSES - 1}, got {class_id!r}")
+        raise ValueError(message) from None
+    if not value == value or value != int(value) or not 0 <= value < num_classes:
+        raise ValueError(message)
     return int(value)
+
+
+def class_id_checked(class_id) -> int:
+    """An ImageNet id in 0–999, or ValueError."""
+    return check_class_id(class_id, NUM_CLASSES)
+
+
+def class_id_in(class_name: str | None, class_id: Any, names: Sequence[str]) -> int:
+    """For a small named label set (the toy world's "red circle" …): ``class_id`` wins when given (not
+    None, empty or −1), else ``class_name`` matched ignoring case, spacing and a leading "a "."""
+    if class_id is not None and class_id != "" and class_id != -1:
+        return check_class_id(class_id, len(names))
+    key = " ".join(str(class_name or "").lower().split()).removeprefix("a ")
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    if key not in lookup:
+        raise ValueError(f"unknown class {str(class_name)[:60]!r}; the classes are: {', '.join(names)}")
+    return lookup[key]
 
 
 def _normalise(text: str) -> str:

@@ -863,6 +863,11 @@ class ADMSampling:
     num_steps: int
     eps_channels: int
 
+    @property
+    def timestep_map(self) -> Tensor:
+        """The original-scale t of each respaced index (what the networks are shown)."""
+        return torch.as_tensor(self.schedule.timestep_map)
+
     def run(
         self, noise: Tensor, *, generator: torch.Generator | None = None, rule: GuidanceRule | None = None,
         **kwargs: Any,

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
+from models.adm import (
+    ADMSampling,
+    adm_sampling_setup,
+    create_classifier,
+    create_model,
+    load_adm_state_dict,
+    to_runtime,
+)
 from models.loading import ModelUnavailable, cached
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
@@ -114,6 +121,36 @@ class ADMPair:
     @property
     def diffusion_steps(self) -> int:
         return int(self.diffusion_flags.get("diffusion_steps", 1000))
+
+    # What pipelines/classifier_guidance.py asks of any guided model pair.
+    clean_guide = None  # compare_clean falls back to the ImageNet ResNet-50 on x̂0
+    clean_label = "ResNet-50"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        from condition.labels import imagenet_classes
+
+        return imagenet_classes()
+
+    @property
+    def diffusion_source(self) -> str:
+        return self.sources["adm_diffusion"]
+
+    @property
+    def classifier_source(self) -> str:
+        return self.sources["adm_classifier"]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(image_size=self.image_size, class_cond=self.class_cond, noise_schedule=self.noise_schedule,
+                    sources=dict(self.sources))  # fmt: skip
+
+    def sampling_setup(self, y: torch.Tensor, scale: float, respacing: str, use_ddim: bool) -> ADMSampling:
+        """The official sampling setup; a class-conditional model is also conditioned on ``y``."""
+        return adm_sampling_setup(
+            self.diffusion, self.classifier, y=y if self.class_cond else None, classifier_y=y,
+            classifier_scale=scale, noise_schedule=self.noise_schedule, diffusion_steps=self.diffusion_steps,
+            timestep_respacing=respacing, use_ddim=use_ddim,
+        )
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,8 @@
-"""Classifier-guided ImageNet sampling (Dhariwal & Nichol 2021) through the one sampler loop.
+"""Classifier-guided sampling (Dhariwal & Nichol 2021) through the one sampler loop.
 
-Notebook use::
+Any model pair with the :class:`GuidedModels` interface works: the ImageNet ADM pair
+(``models.adm_loading.ADMPair``) and the toy profile's UNet + world classifiers
+(``pipelines.toy_guidance.ToyGuidedModels``). Notebook use::
 
     from models.adm_loading import load_adm_pair
     from pipelines.classifier_guidance import classifier_guided_sample
@@ -10,8 +12,9 @@ Notebook use::
     result.guided.images            # [N, 3, H, W] in [0, 1]
     result.guided.log_prob          # [steps, N] log p(y | x_t) of the noise-aware classifier
 
-``compare_clean`` samples the same seed again, guided by a standard ImageNet classifier (ResNet-50)
-applied to the predicted x0, which is how one would guide without a noise-aware classifier.
+``compare_clean`` samples the same seed again, guided by a classifier trained on clean images only
+(ImageNet: ResNet-50; toy: the clean world classifier) applied to the predicted x0, which is how one
+would guide without a noise-aware classifier.
 """
 
 from __future__ import annotations
@@ -19,20 +22,18 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condition.labels import class_id_checked, class_name
-from guidance.sampler import ClassifierContext, ClassifierGuidance, StepState, initial_noise
-from models.adm import adm_sampling_setup
-from models.adm_loading import ADMPair
+from condition.labels import check_class_id
+from guidance.sampler import ClassifierContext, ClassifierGuidance, SampleResult, StepState, initial_noise
 from models.adm_schedule import space_timesteps
 from models.loading import ModelUnavailable
 from models.runtime import Runtime, cpu_generator, pick_runtime
@@ -41,6 +42,45 @@ SAMPLERS = ("ddim", "ddpm")
 TOP_K = 5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- what a guided model pair offers
+
+
+class GuidedSampling(Protocol):
+    """One configured run: the loop's classifier guidance, and the t the networks see per index."""
+
+    classifier: ClassifierGuidance
+    timestep_map: Tensor
+
+    def run(self, noise: Tensor, *, generator: torch.Generator | None = None, **kwargs: Any) -> SampleResult: ...
+
+
+class GuidedModels(Protocol):
+    """A diffusion model with a noise-aware classifier over ``class_names``."""
+
+    classifier: nn.Module  # noise-aware: logits = classifier(x_t, t)
+    clean_guide: Callable[[Tensor], Tensor] | None  # x̂0 in [-1, 1] → logits of a clean classifier (None: ResNet-50)
+    clean_label: str
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def diffusion_steps(self) -> int: ...
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    @property
+    def diffusion_source(self) -> str: ...
+
+    @property
+    def classifier_source(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def sampling_setup(self, y: Tensor, scale: float, respacing: str, use_ddim: bool) -> GuidedSampling: ...
 
 
 # ----------------------------------------------------------------------------- validation
@@ -114,25 +154,32 @@ def noise_aware_logits(classifier: nn.Module, timestep_map: Tensor) -> LogitsFn:
     return logits
 
 
-def clean_logits(classifier: nn.Module, input_size: int = 224) -> LogitsFn:
-    """A standard ImageNet classifier judging the predicted x0 rather than x_t.
+def clean_logits(guide: Callable[[Tensor], Tensor]) -> LogitsFn:
+    """A classifier of clean images judging the predicted x0 rather than x_t.
 
     ε is the loop's (detached) prediction, so the gradient reaches x_t only through x0's linear
     dependence on it: ∇ₓ = ∇ₓ₀ / √ᾱ, as if the classifier's input were a deterministic denoise.
     """
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def logits(x: Tensor, t: Tensor, ctx: ClassifierContext) -> Tensor:
         abar = ctx.alpha_bar.to(x.device, torch.float32)
-        x0 = (x.float() - (1 - abar).sqrt() * ctx.eps.detach().float()) / abar.sqrt()
+        return guide((x.float() - (1 - abar).sqrt() * ctx.eps.detach().float()) / abar.sqrt())
+
+    return logits
+
+
+def imagenet_clean_guide(classifier: nn.Module, input_size: int = 224) -> Callable[[Tensor], Tensor]:
+    """An ImageNet classifier (e.g. ResNet-50) on images in [-1, 1]: resized, ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def guide(x0: Tensor) -> Tensor:
         image = (x0 + 1) / 2
         if image.shape[-1] != input_size:
             image = F.interpolate(image, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        image = (image - mean.to(image.device)) / std.to(image.device)
-        return classifier(image)
+        return classifier((image - mean.to(image.device)) / std.to(image.device))
 
-    return logits
+    return guide
 
 
 def resnet50_checkpoint() -> Path:
@@ -176,7 +223,7 @@ def load_clean_classifier(runtime: Runtime | None = None) -> nn.Module:
 class GuidedRun:
     """One sampling run and what its guiding classifier thought at every step."""
 
-    guide: str  # "noise-aware" (the ADM classifier on x_t) or "clean" (ResNet-50 on the predicted x0)
+    guide: str  # "noise-aware" (classifier on x_t) or "clean" (a clean classifier on the predicted x0)
     images: Tensor  # [N, 3, H, W] in [0, 1], float32 on the CPU
     timesteps: np.ndarray  # [steps] original-scale t the networks saw
     log_prob: np.ndarray  # [steps, N] the guiding classifier's log p(y | its input)
@@ -185,7 +232,7 @@ class GuidedRun:
     top5_log_prob: np.ndarray  # [steps, N, 5]
     final_log_prob: np.ndarray  # [N] noise-aware log p(y | x_0) of the final images
     seconds: float
-    final_clean_log_prob: np.ndarray | None = None  # [N] ResNet-50's log p(y | final image), when available
+    final_clean_log_prob: np.ndarray | None = None  # [N] the clean classifier's log p(y | final image), if run
 
 
 @dataclass
@@ -193,6 +240,8 @@ class ClassifierGuidanceResult:
     guided: GuidedRun
     clean: GuidedRun | None
     params: dict[str, Any] = field(default_factory=dict)
+    class_names: Sequence[str] = ()
+    clean_label: str = "clean classifier"
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready parameters and per-run summaries (final log-probs, top-1 names, timing)."""
@@ -205,17 +254,18 @@ class ClassifierGuidanceResult:
                 "guide": run.guide,
                 "final_log_p_target": [round(float(v), 4) for v in run.final_log_prob],
                 "last_step_log_p_target": [round(float(v), 4) for v in run.log_prob[-1]],
-                "last_step_top1": [class_name(i) for i in top1],
+                "last_step_top1": [self.class_names[i] for i in top1],
                 "seconds": round(run.seconds, 3),
             }
             if run.final_clean_log_prob is not None:
-                summary["final_resnet50_log_p_target"] = [round(float(v), 4) for v in run.final_clean_log_prob]
+                summary["final_clean_classifier_log_p_target"] = [round(float(v), 4)
+                                                                  for v in run.final_clean_log_prob]
             runs[run.guide] = summary
         return {**self.params, "runs": runs}
 
 
 def classifier_guided_sample(
-    models: ADMPair,
+    models: GuidedModels,
     *,
     class_id: int,
     classifier_scale: float,
@@ -225,21 +275,22 @@ def classifier_guided_sample(
     num_images: int = 1,
     callback: Callable[[StepState], None] | None = None,
     compare_clean: bool = False,
-    clean_classifier: nn.Module | None = None,
-    clean_input_size: int = 224,
+    clean_guide: Callable[[Tensor], Tensor] | None = None,
     clean_callback: Callable[[StepState], None] | None = None,
     max_steps: int | None = None,
     runtime: Runtime | None = None,
 ) -> ClassifierGuidanceResult:
-    """Sample ``num_images`` of ImageNet class ``class_id`` guided by the pair's noise-aware classifier.
+    """Sample ``num_images`` of class ``class_id`` guided by the pair's noise-aware classifier.
 
-    ``steps`` is a respacing string; ``sampler="ddpm"`` takes ancestral steps with the learned variance
-    (mean shifted by s·Σ·∇log p), ``"ddim"`` deterministic DDIM (ε shifted by −√(1−ᾱ)·s·∇log p). A
-    class-conditional diffusion model is conditioned on the same class and guided on top. With
-    ``compare_clean`` the same seed is sampled again, guided by ``clean_classifier`` (default: the
-    ImageNet ResNet-50) on the predicted x0. Noise comes from a CPU generator: one seed, one result.
+    ``steps`` is a respacing string; ``sampler="ddpm"`` takes ancestral steps (mean shifted by
+    s·Σ·∇log p), ``"ddim"`` deterministic DDIM (ε shifted by −√(1−ᾱ)·s·∇log p). A class-conditional
+    diffusion model is conditioned on the same class and guided on top. With ``compare_clean`` the
+    same seed is sampled again, guided by ``clean_guide`` (x̂0 in [-1, 1] → logits; default: the
+    pair's own clean classifier, else the ImageNet ResNet-50) on the predicted x0. Noise comes from
+    a CPU generator: one seed, one result.
     """
-    class_id = class_id_checked(class_id)
+    names = models.class_names
+    class_id = check_class_id(class_id, len(names))
     scale = check_scale(classifier_scale)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {str(sampler)[:80]!r}")
@@ -249,41 +300,35 @@ def classifier_guided_sample(
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a whole number ≥ 0, got {seed!r}")
     runtime = runtime or pick_runtime()
-    if compare_clean and clean_classifier is None:
-        clean_classifier = load_clean_classifier(runtime)
+    if compare_clean and clean_guide is None:
+        clean_guide = models.clean_guide or imagenet_clean_guide(load_clean_classifier(runtime))
 
     params = dict(
-        class_id=class_id, class_name=class_name(class_id), classifier_scale=scale, steps=respacing,
+        class_id=class_id, class_name=names[class_id], classifier_scale=scale, steps=respacing,
         num_steps=num_steps, sampler=sampler, seed=int(seed), num_images=int(num_images),
-        compare_clean=bool(compare_clean), image_size=models.image_size, class_cond=models.class_cond,
-        noise_schedule=models.noise_schedule, sources=dict(models.sources),
+        compare_clean=bool(compare_clean), **models.describe(),
     )
     y = torch.full((int(num_images),), class_id, dtype=torch.long)
 
-    def setup():
-        return adm_sampling_setup(
-            models.diffusion, models.classifier, y=y if models.class_cond else None, classifier_y=y,
-            classifier_scale=scale, noise_schedule=models.noise_schedule, diffusion_steps=models.diffusion_steps,
-            timestep_respacing=respacing, use_ddim=sampler == "ddim",
-        )
+    def setup() -> GuidedSampling:
+        return models.sampling_setup(y, scale, respacing, sampler == "ddim")
 
-    guided = _run(setup(), "noise-aware", models, y, int(seed), runtime, callback, None, clean_input_size)
+    guided = _run(setup(), "noise-aware", models, y, int(seed), runtime, callback, None)
     clean = None
     if compare_clean:
-        clean = _run(setup(), "clean", models, y, int(seed), runtime, clean_callback or callback,
-                     clean_classifier, clean_input_size)
+        clean = _run(setup(), "clean", models, y, int(seed), runtime, clean_callback or callback, clean_guide)
         for run in (guided, clean):
-            run.final_clean_log_prob = _final_clean(clean_classifier, run.images, y, clean_input_size)
-    return ClassifierGuidanceResult(guided, clean, params)
+            run.final_clean_log_prob = _final_clean(clean_guide, run.images.to(runtime.device), y)
+    return ClassifierGuidanceResult(guided, clean, params, tuple(names), models.clean_label)
 
 
 def _run(
-    setup, guide: str, models: ADMPair, y: Tensor, seed: int, runtime: Runtime,
-    callback: Callable[[StepState], None] | None, clean_classifier: nn.Module | None, clean_input_size: int,
+    setup: GuidedSampling, guide: str, models: GuidedModels, y: Tensor, seed: int, runtime: Runtime,
+    callback: Callable[[StepState], None] | None, clean_guide: Callable[[Tensor], Tensor] | None,
 ) -> GuidedRun:
-    timestep_map = torch.as_tensor(setup.schedule.timestep_map)
+    timestep_map = setup.timestep_map
     aware = noise_aware_logits(models.classifier, timestep_map)
-    logits = aware if clean_classifier is None else clean_logits(clean_classifier, clean_input_size)
+    logits = aware if clean_guide is None else clean_logits(clean_guide)
     recorder = RecordingLogProb(logits, y)
     base: ClassifierGuidance = setup.classifier
     setup.classifier = ClassifierGuidance(recorder, base.scale, mode=base.mode, variance=base.variance)
@@ -292,7 +337,7 @@ def _run(
     aware_log_p: dict[int, np.ndarray] = {}
 
     def on_step(state: StepState) -> None:
-        if clean_classifier is not None:
+        if clean_guide is not None:
             with torch.no_grad():
                 aware_log_p[state.step_index] = _pick(aware(state.x, state.t), y)
         if callback is not None:
@@ -308,7 +353,7 @@ def _run(
     log_prob = result.series("log_prob")
     n = len(result.trace)
     top_ids, top_values = recorder.top_arrays(n)
-    aware_series = log_prob if clean_classifier is None else np.stack([aware_log_p[i] for i in range(n)])
+    aware_series = log_prob if clean_guide is None else np.stack([aware_log_p[i] for i in range(n)])
     images = ((result.sample.float().clamp(-1, 1) + 1) / 2).cpu()
     with torch.no_grad():
         final_lp = _pick(aware(result.sample.float(), torch.tensor(0)), y)
@@ -316,12 +361,9 @@ def _run(
     return GuidedRun(guide, images, timesteps, log_prob, aware_series, top_ids, top_values, final_lp, seconds)
 
 
-def _final_clean(classifier: nn.Module, images: Tensor, y: Tensor, input_size: int) -> np.ndarray:
-    device = next(classifier.parameters()).device
-    x = images.to(device) * 2 - 1
-    ctx = ClassifierContext(torch.tensor(1.0), torch.zeros_like(x), 0, 1)
+def _final_clean(guide: Callable[[Tensor], Tensor], images: Tensor, y: Tensor) -> np.ndarray:
     with torch.no_grad():
-        return _pick(clean_logits(classifier, input_size)(x, torch.tensor(0), ctx), y)
+        return _pick(guide(images * 2 - 1), y)
 
 
 def _pick(logits: Tensor, y: Tensor) -> np.ndarray:
@@ -346,7 +388,8 @@ def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
         ax.plot(steps, run.noise_aware_log_prob.mean(1), color=c,
                 label=f"{run.guide}-guided: noise-aware log p(y|x_t)")
         if run.guide == "clean":
-            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--", label="clean-guided: ResNet-50 log p(y|x̂₀)")
+            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--",
+                    label=f"clean-guided: {result.clean_label} log p(y|x̂₀)")
     ax.set_xlabel("step (noisy → clean)")
     ax.set_ylabel("log p(target), mean over images")
     ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
@@ -360,7 +403,7 @@ def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
             # each of the final top-5 classes traced back over the steps where it was in the top-5
             hit = ids == cid
             series = np.where(hit.any(axis=1), np.where(hit, values, -np.inf).max(axis=1), np.nan)
-            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {class_name(int(cid))[:22]}")
+            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {result.class_names[int(cid)][:22]}")
         ax.set_title(f"{run.guide}-guided: top-5 (image 1)", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

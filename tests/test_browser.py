@@ -14,7 +14,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 TABS = [
     ("Text to image", "#t2i-run", "#t2i-gallery img"),
     ("ControlNet", "#cn-run", "#cn-gallery img"),
-    ("Classifier guidance (ImageNet)", "#cg-run", "#cg-gallery img"),
+    ("Classifier guidance", "#cg-run", "#cg-gallery img"),
     ("CLIP image conditioning", "#img-run", "#img-gallery img"),
     ("2D guidance playground", "#pg-run", "#pg-plot img"),
 ]

@@ -17,6 +17,7 @@ from models.loading import ModelUnavailable
 from models.profiles import load_profile
 from pipelines.classifier_guidance import (
     classifier_guided_sample,
+    imagenet_clean_guide,
     load_clean_classifier,
     parse_steps,
     plot_log_prob,
@@ -213,7 +214,7 @@ def test_compare_clean_with_a_random_resnet50(tiny_pair) -> None:
     steps = []
     result = classifier_guided_sample(
         tiny_pair, class_id=207, classifier_scale=5.0, steps="ddim3", sampler="ddim", seed=0,
-        compare_clean=True, clean_classifier=resnet, clean_input_size=64, callback=lambda s: steps.append(s.step_index),
+        compare_clean=True, clean_guide=imagenet_clean_guide(resnet, 64), callback=lambda s: steps.append(s.step_index),
     )
     assert steps == [0, 1, 2, 0, 1, 2]  # one callback per step of each run
     clean = result.clean

@@ -11,7 +11,8 @@ from live_app import live_app
 from PIL import Image
 
 from condition.control import canny_map
-from condition.shapes_world import COLOUR_NAMES, SHAPE_NAMES, make_batch, to_tensor_range
+from condition.labels import class_id_in
+from condition.shapes_world import CLASS_NAMES, COLOUR_NAMES, SHAPE_NAMES, make_batch, to_tensor_range
 from guidance.rules import GuidanceRule
 from models.controlnet_loading import controlnet_for
 from models.image_loading import load_image_variations
@@ -19,9 +20,11 @@ from models.loading import load_role_sd
 from models.profiles import ROOT, load_profile, toy_available
 from models.runtime import pick_runtime
 from models.toy_judge import load_judge
+from pipelines.classifier_guidance import classifier_guided_sample
 from pipelines.controlnet import ControlSpec, controlnet_to_image
 from pipelines.image_conditioning import variations
 from pipelines.text_to_image import text_to_image
+from pipelines.toy_guidance import ddpm_step_variance, load_toy_guided
 
 TOY = ROOT / "assets" / "toy"
 CPU32 = pick_runtime("cpu", "float32")
@@ -88,3 +91,45 @@ def test_toy_app_text_to_image_controlnet_and_variations(toy_client):
     assert Image.open(images[0]["image"]).size == (32, 32)
     # The tiny CLIP's read-out: one cosine per output image, against the input image.
     assert len(scores["output_vs_input_image"]) == 1 and -1 <= scores["output_vs_input_image"][0] <= 1
+    # Classifier guidance: the UNet's empty-prompt branch guided by the world classifiers.
+    gallery, _, meta, seed = toy_client.predict(class_name="a Blue  Square", steps="ddim10", compare_clean=True,
+                                                api_name="/classifier_guidance")  # fmt: skip
+    assert [Image.open(g["image"]).size for g in gallery] == [(32, 32)] * 2 and seed == 0
+    assert meta["parameters"]["class_name"] == "blue square" and set(meta["runs"]) == {"noise-aware", "clean"}
+
+
+def test_classifier_guidance_through_the_profile_loader():
+    models = load_toy_guided(load_profile("toy"), CPU32)
+    assert models.class_names == CLASS_NAMES and models.image_size == 32
+    target = CLASS_NAMES.index("green triangle")
+    common = dict(class_id=target, steps="ddim10", seed=0, num_images=4, runtime=CPU32)
+    unguided = classifier_guided_sample(models, classifier_scale=0.0, **common)
+    guided = classifier_guided_sample(models, classifier_scale=10.0, compare_clean=True, **common)
+    # The guidance must pull the whole batch toward the target class (the classifier's own verdict on x_0).
+    assert guided.guided.final_log_prob.mean() > unguided.guided.final_log_prob.mean() + 1.0
+    assert guided.clean is not None and guided.clean.final_clean_log_prob is not None
+    assert guided.metadata()["runs"]["noise-aware"]["last_step_top1"][0] in CLASS_NAMES
+    with pytest.raises(ValueError, match="spaces steps evenly"):
+        classifier_guided_sample(models, classifier_scale=1.0, **{**common, "steps": "5,5"})
+
+
+def test_ddpm_guidance_variance_is_the_schedulers_own():
+    from diffusers import DDPMScheduler
+
+    sd = load_role_sd(load_profile("toy"), CPU32)
+    scheduler = DDPMScheduler.from_config(sd.scheduler_config)
+    scheduler.set_timesteps(25)
+    variance = ddpm_step_variance(scheduler)
+    x = torch.zeros(1, 3, 2, 2)
+    for t in scheduler.timesteps:
+        # what DDPMScheduler.step samples its noise with ("fixed_small")
+        assert torch.allclose(variance(t, x, x), scheduler._get_variance(int(t)), rtol=1e-6, atol=0)
+
+
+def test_world_class_names_resolve():
+    assert class_id_in("A Red  circle", -1, CLASS_NAMES) == CLASS_NAMES.index("red circle")
+    assert class_id_in("ignored", 5, CLASS_NAMES) == 5
+    with pytest.raises(ValueError, match="the classes are: red circle"):
+        class_id_in("purple circle", -1, CLASS_NAMES)
+    with pytest.raises(ValueError, match="between 0 and 23"):
+        class_id_in("red circle", 24, CLASS_NAMES)
