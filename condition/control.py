@@ -153,7 +153,7 @@ def _require(source: str | None, files: tuple[str, ...], what: str) -> None:
     if missing:
         where = (
             f"the folder {source}"
-            if Path(source).is_absolute() or Path(source).is_dir()
+            if Path(source).is_absolute() or source.startswith(".") or Path(source).is_dir()
             else f"the hub repository {source!r} (not in the offline cache)"
         )
         raise ValueError(

@@ -25,6 +25,12 @@ def cached(key: tuple, build: Callable[[], object]) -> object:
         return _CACHE[key]
 
 
+def evict(key: tuple) -> None:
+    """Forget a cached model (its memory is freed once nothing else holds it)."""
+    with _LOCK:
+        _CACHE.pop(key, None)
+
+
 def unavailable(role: str, source: str, error: Exception) -> ModelUnavailable:
     return ModelUnavailable(
         f"The '{role}' model could not be loaded from {source!r} ({type(error).__name__}: {str(error)[:200]}). "

@@ -1,0 +1,268 @@
+"""Depth (MiDaS) and pose (OpenPose) preprocessing, loaded through our loaders from folders of random networks.
+
+The fixtures save controlnet-aux's own model classes, with seeded random weights, under the real file names
+and in the official formats, so ``load_midas`` / ``load_openpose`` run controlnet-aux's real loading code:
+
+* ``dpt_hybrid-midas-501f0c75.pt``: the ``DPTDepthModel`` (DPT-Hybrid) state dict, read by ``BaseModel.load``;
+* ``body_pose_model.pth``, ``hand_pose_model.pth``: state-dict keys without their first dotted component
+  (``conv1_1.weight`` for ``model0.conv1_1.weight``), which ``open_pose.util.transfer`` puts back;
+* ``facenet.pth``: the plain ``FaceNet`` state dict.
+
+To stay small and fast the networks are only built on the meta device (for the keys and shapes), and every
+tensor is a float16 window into one seeded random pool per init scale: ``torch.save`` writes each pool once,
+so the MiDaS file is about 33 MB instead of 246 MB, and ``load_state_dict`` copies the values into the fp32
+parameters. Whether such weights find people is luck, not a property: these seeded ones find 19 in the photo.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from condition.control import (
+    MIDAS_FILES,
+    NO_PERSON,
+    OPENPOSE_FILES,
+    depth_map,
+    load_midas,
+    load_openpose,
+    missing_annotator_files,
+    pose_map,
+    sanitize_image,
+)
+from models.controlnet_loading import build_tiny_controlnet
+from models.profiles import load_profile
+
+PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"
+RES = 256  # the 128×128 photo is detected (and mapped) at 256×256
+
+
+def _shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """The state-dict keys and shapes of a network, built on the meta device (no memory, no init time)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in factory().state_dict().items()}
+
+
+def _random_state(shapes: dict[str, tuple[int, ...]], seed: int, zero: bool = False) -> dict[str, torch.Tensor]:
+    """Seeded float16 tensors of ``shapes``: He-scaled weights, small biases, norm weights near 1 (or all 0).
+
+    Tensors of one scale are windows, at seeded offsets, into one shared pool, so the file stores the pool once.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:  # (mean, std)
+        if len(shape) >= 2:
+            return 0.0, math.sqrt(2.0 / math.prod(shape[1:]))
+        return (0.0, 0.02) if name.endswith("bias") else (1.0, 0.1)
+
+    groups = collections.defaultdict(list)
+    for name, shape in shapes.items():
+        groups[scale(name, shape)].append(name)
+    state, slack = {}, 65536
+    for (mean, std), names in sorted(groups.items()):
+        size = max(math.prod(shapes[n]) for n in names) + slack
+        pool = torch.zeros(size) if zero else torch.randn(size, generator=gen) * std + mean
+        pool = pool.half()
+        for name in names:
+            start = int(torch.randint(0, slack + 1, (1,), generator=gen))
+            state[name] = pool[start : start + math.prod(shapes[name])].view(shapes[name])
+    return state
+
+
+def _drop_first_component(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenPose's official checkpoint keys: ``model0.conv1_1.weight`` is stored as ``conv1_1.weight``."""
+    out = {k.split(".", 1)[1]: v for k, v in state.items()}
+    assert len(out) == len(state), "dropping the first component must keep the keys unique"
+    return out
+
+
+def write_midas(folder: Path, seed: int = 0) -> Path:
+    from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = _shapes(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
+    torch.save(_random_state(shapes, seed), folder / MIDAS_FILES[0])
+    return folder
+
+
+def write_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Path:
+    from controlnet_aux.open_pose.face import FaceNet
+    from controlnet_aux.open_pose.model import bodypose_model, handpose_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    body, hand, face = OPENPOSE_FILES
+    torch.save(_drop_first_component(_random_state(_shapes(bodypose_model), seed, zero)), folder / body)
+    torch.save(_drop_first_component(_random_state(_shapes(handpose_model), seed + 1, zero)), folder / hand)
+    torch.save(_random_state(_shapes(FaceNet), seed + 2, zero), folder / face)
+    return folder
+
+
+def _forget(kind: str, source: str) -> None:
+    """Drop a detector from the process-wide model cache (hundreds of MB for MiDaS) once the module is done."""
+    from models.loading import evict
+
+    evict(("annotator", kind, source))
+
+
+@pytest.fixture(scope="module")
+def midas_folder(tmp_path_factory):
+    source = str(write_midas(tmp_path_factory.mktemp("annotators") / "midas", seed=0))
+    yield source
+    _forget("midas", source)
+
+
+@pytest.fixture(scope="module")
+def pose_folder(tmp_path_factory):
+    source = str(write_openpose(tmp_path_factory.mktemp("annotators") / "openpose", seed=3))
+    yield source
+    _forget("openpose", source)
+
+
+@pytest.fixture(scope="module")
+def blank_pose_folder(tmp_path_factory):
+    """All-zero OpenPose weights: flat heat maps, so no peak passes the threshold and nobody is found."""
+    source = str(write_openpose(tmp_path_factory.mktemp("annotators") / "blank_openpose", zero=True))
+    yield source
+    _forget("openpose", source)
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.open(PHOTO)
+
+
+# --- depth ------------------------------------------------------------------------------------------------------
+
+
+def test_depth_map_loads_the_folder_and_equals_controlnet_aux(midas_folder, photo):
+    from controlnet_aux import MidasDetector
+
+    out = depth_map(photo, midas_folder, RES)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (RES, RES)
+    # Our loader read the file (not some default init) and caches the detector per source.
+    detector = load_midas(midas_folder)
+    assert detector is load_midas(midas_folder)
+    saved = torch.load(Path(midas_folder) / MIDAS_FILES[0])
+    params = dict(detector.model.model.named_parameters())
+    for key in ("pretrained.model.pos_embed", "scratch.output_conv.4.weight"):
+        assert torch.equal(params[key], saved[key].float()), key
+
+    reference = MidasDetector.from_pretrained(midas_folder)(
+        sanitize_image(photo), detect_resolution=RES, image_resolution=RES, output_type="pil"
+    )
+    assert np.array_equal(np.asarray(out), np.asarray(reference))
+
+    arr = np.asarray(out)
+    assert (arr == arr[..., :1]).all(), "a depth map is grey"
+    assert arr.min() == 0 and arr.max() == 255, "controlnet-aux normalises depth to the full range"
+    assert len(np.unique(arr)) > 50 and arr.std() > 10, "random weights still give a structured map"
+
+
+# --- pose -------------------------------------------------------------------------------------------------------
+
+
+def test_pose_map_with_random_weights_equals_openpose_detector(pose_folder, photo, monkeypatch):
+    out, people = pose_map(photo, pose_folder, RES)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (RES, RES)
+    assert isinstance(people, int) and people >= 0
+
+    detector = load_openpose(pose_folder)
+    assert detector is load_openpose(pose_folder)
+    saved = torch.load(Path(pose_folder) / OPENPOSE_FILES[0])
+    assert torch.equal(detector.body_estimation.model.model0.conv1_1.weight, saved["conv1_1.weight"].float())
+
+    # __call__ detects at detect_resolution and resizes the canvas to image_resolution's size: the same size
+    # here, where cv2.resize only copies, so the two maps are comparable pixel for pixel.
+    found = []
+    detect = detector.detect_poses
+    monkeypatch.setattr(detector, "detect_poses", lambda *a, **kw: found.append(detect(*a, **kw)) or found[-1])
+    reference = detector(
+        sanitize_image(photo), detect_resolution=RES, image_resolution=RES, include_body=True, include_hand=False,
+        include_face=False, output_type="pil",
+    )  # fmt: skip
+    assert np.array_equal(np.asarray(out), np.asarray(reference))
+    assert [people] == [len(poses) for poses in found], "the count is what controlnet-aux's own call detects"
+    # Not two black canvases: these seeded random weights "find" people (19 here), so skeletons are drawn.
+    print(f"random OpenPose weights found {people} people")
+    assert people > 0 and np.asarray(out).any()
+
+
+def test_no_person_gives_zero_and_a_black_map(blank_pose_folder, photo):
+    out, people = pose_map(photo, blank_pose_folder, RES)
+    assert people == 0 and out.mode == "RGB" and out.size == (RES, RES)
+    assert not np.asarray(out).any()
+    reference = load_openpose(blank_pose_folder)(sanitize_image(photo), detect_resolution=RES, image_resolution=RES)
+    assert np.array_equal(np.asarray(out), np.asarray(reference))
+
+
+def test_no_person_through_the_controlnet_endpoint(blank_pose_folder, photo, tiny_sd_folder, tmp_path_factory):
+    from ui.controlnet import make_endpoints
+
+    root = tmp_path_factory.mktemp("pose_profile")
+    pose = build_tiny_controlnet(root / "pose", tiny_sd_folder, seed=3)
+    profile = root / "tiny_pose.toml"
+    profile.write_text(f'sd = "{tiny_sd_folder}"\ncontrolnet_pose = "{pose}"\nannotators = "{blank_pose_folder}"\n'
+                       "[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\n")  # fmt: skip
+    controlnet, _, _ = make_endpoints(load_profile(profile))
+    # Outside a Gradio request gr.Warning falls back to warnings.warn: harmless, and it carries the note.
+    with pytest.warns(UserWarning, match="No person was found"):
+        cmap, gallery, plot, meta = controlnet(
+            photo, control="pose", preprocess=True, preprocess_resolution=RES, prompt="an astronaut", steps=2,
+            width=32, height=32, seed=0,
+        )  # fmt: skip
+    assert cmap.size == (RES, RES) and not np.asarray(cmap).any()
+    assert meta["notes"] == [NO_PERSON]
+    assert meta["parameters"]["control"] == "pose" and meta["controlnet_steps_on"] == [2]
+    assert len(gallery) == 1 and gallery[0][0].size == (32, 32)
+    assert isinstance(plot, Image.Image)
+
+
+# --- missing files ----------------------------------------------------------------------------------------------
+
+
+def _named(message: str, files: tuple[str, ...]) -> list[str]:
+    return [f for f in files if f in message]
+
+
+@pytest.mark.parametrize("present", [(), ("body_pose_model.pth",), ("hand_pose_model.pth", "facenet.pth")])
+def test_missing_openpose_files_are_named_exactly(tmp_path, present):
+    for name in present:
+        (tmp_path / name).write_bytes(b"")  # never read: the check comes before any loading
+    missing = [f for f in OPENPOSE_FILES if f not in present]
+    assert missing_annotator_files(str(tmp_path), OPENPOSE_FILES) == missing
+    with pytest.raises(ValueError) as err:
+        load_openpose(str(tmp_path))
+    message = str(err.value)
+    assert _named(message, OPENPOSE_FILES) == missing and f"the folder {tmp_path}" in message
+    assert "annotators = " in message and "huggingface.co/lllyasviel/Annotators" in message
+
+
+def test_missing_midas_file_is_named(tmp_path):
+    for name in OPENPOSE_FILES:  # a complete OpenPose folder is not a MiDaS folder
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError) as err:
+        load_midas(str(tmp_path))
+    assert _named(str(err.value), MIDAS_FILES + OPENPOSE_FILES) == list(MIDAS_FILES)
+    with pytest.raises(ValueError, match="Depth preprocessing"):
+        depth_map(Image.open(PHOTO), str(tmp_path), RES)
+
+
+def test_no_annotators_role_and_uncached_sources(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for load in (load_midas, load_openpose):
+        with pytest.raises(ValueError, match="needs the 'annotators' role"):
+            load(None)
+    with pytest.raises(ValueError) as err:
+        load_openpose("nobody/no-such-annotators")
+    assert "hub repository 'nobody/no-such-annotators' (not in the offline cache)" in str(err.value)
+    # A relative path that does not exist is a folder, not a hub id (it used to be reported as a hub repository).
+    with pytest.raises(ValueError) as err:
+        load_midas("./no-such-folder")
+    assert "the folder ./no-such-folder" in str(err.value) and "hub repository" not in str(err.value)
