@@ -32,12 +32,18 @@ class Limits:
     max_images: int = 4
     max_upload_pixels: int = 4096 * 4096
     timeout_s: float = 600.0
+    # Classifier guidance counts respaced ADM steps; the paper's setting is 250. None: max_steps.
+    max_guided_steps: int | None = None
+
+    @property
+    def guided_steps(self) -> int:
+        return self.max_guided_steps if self.max_guided_steps is not None else self.max_steps
 
     @classmethod
     def from_settings(cls, table: dict) -> Limits:
         values = {}
         for name, kind in (("max_pixels", int), ("max_steps", int), ("max_images", int),
-                           ("max_upload_pixels", int), ("timeout_s", float)):
+                           ("max_upload_pixels", int), ("timeout_s", float), ("max_guided_steps", int)):
             raw = os.environ.get(f"CONDLAB_{name.upper()}", table.get(name))
             if raw is not None:
                 try:

@@ -20,7 +20,7 @@ pytestmark = golden_adm_mark()
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cg_app")
-    profile = write_tiny_profile(folder)
+    profile = write_tiny_profile(folder, max_steps=5, max_guided_steps=50)  # other tabs 5, guidance 50
     env = {"CONDLAB_DEVICE": "cpu", "TORCH_HOME": str(folder / "torch"),  # no ResNet-50 weights: offline path
            "CONDLAB_ADM_CACHE": str(folder / "adm")}
     with live_app(profile, env=env) as c:
@@ -49,6 +49,9 @@ def test_classifier_guidance_endpoint(client) -> None:
     run = meta["runs"]["noise-aware"]
     assert len(run["final_log_p_target"]) == 1 and meta["num_steps"] == 5
     assert Path(plot).exists()
+    # classifier guidance has its own step cap (max_guided_steps), above the other tabs' max_steps
+    _, _, meta, _ = _call(client, steps="ddim40")
+    assert meta["num_steps"] == 40
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def _inline(table: dict) -> str:
 
 
 def write_tiny_profile(folder: Path, *, classifier_checkpoint: str = "tiny_classifier.pt",
-                       max_steps: int = 50) -> Path:
+                       max_steps: int = 50, max_guided_steps: int | None = None) -> Path:
     """A profile whose two ADM roles are the tiny golden checkpoints (both model choices map to them)."""
     flags = {n: json.loads((GOLDEN / f"tiny_{n}.json").read_text())["flags"]
              for n in ("cond_diffusion", "uncond_diffusion", "classifier")}
@@ -57,6 +57,7 @@ def write_tiny_profile(folder: Path, *, classifier_checkpoint: str = "tiny_class
         f"adm_diffusion = {_inline(diffusion)}\nadm_classifier = {_inline(classifier)}\n\n"
         f'[meta]\ndescription = "tiny golden ADM checkpoints"\n\n'
         f"[limits]\nmax_pixels = 16384\nmax_steps = {max_steps}\nmax_images = 4\ntimeout_s = 120\n"
+        + (f"max_guided_steps = {max_guided_steps}\n" if max_guided_steps is not None else "")
     )
     return path
 

@@ -34,6 +34,8 @@ def test_builtin_profiles_load():
     assert toy.source("sd") == str(ROOT / "assets" / "toy" / "sd")
     assert full.source("sd") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert full.limits.max_pixels == 1024 * 1024 and full.limits.max_steps == 100
+    # classifier guidance may use the ADM paper's 250 respaced steps; everything else stays at 100
+    assert full.limits.guided_steps == 250 and toy.limits.guided_steps == toy.limits.max_steps
 
 
 def test_env_overrides_limits(monkeypatch):

@@ -81,7 +81,7 @@ def build(profile: Profile) -> None:
         scale = check_scale(classifier_scale, MAX_SCALE)
         spec = None if toy else role_spec(profile, "adm_diffusion", model)
         respacing, _ = parse_steps(steps, int(spec.flags.get("diffusion_steps", 1000)) if spec else 1000,
-                                   limits.max_steps)  # fmt: skip
+                                   limits.guided_steps)  # fmt: skip
         sampler = choice(sampler, "sampler", SAMPLERS)
         seed = resolve_seed(seed)
         n = number(num_images, "num_images", 1, limits.max_images, integer=True)
@@ -103,7 +103,7 @@ def build(profile: Profile) -> None:
                 num_images=n, compare_clean=compare_clean, runtime=runtime,
                 callback=step_progress(progress, "guided by the noise-aware classifier"),
                 clean_callback=step_progress(progress, f"guided by the {pair.clean_label} on x̂₀"),
-                max_steps=limits.max_steps,
+                max_steps=limits.guided_steps,
             )
         label = names[target] if toy else display_name(target)
         public = dict(class_name=label, class_id=target, model=model, classifier_scale=scale,
@@ -138,7 +138,7 @@ def build(profile: Profile) -> None:
             model = gr.Radio(list(choices), value=first, label="model",
                              info=" · ".join(f"{k}: {v.description}" for k, v in choices.items()))
             scale = gr.Slider(0, MAX_SCALE, value=choices[first].default_scale, step=0.1, label="classifier scale s")
-            steps = gr.Textbox(f"ddim{min(25, profile.limits.max_steps)}",
+            steps = gr.Textbox(f"ddim{min(25, limits.guided_steps)}",
                                label='steps (respacing: "250", "100", "ddim25", "50" …)')
             sampler = gr.Radio(list(SAMPLERS), value="ddim", label="sampler")
             seed = gr.Number(0, precision=0, label="seed (−1 = random)")
