@@ -4,6 +4,7 @@ Screenshots land in ``artifacts/screenshots/`` for people to look at.
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,26 +32,51 @@ def app_url(everything_profile):
         yield client.app_url
 
 
-def test_every_tab_generates_in_a_real_browser(app_url):
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run"]
+
+
+@contextmanager
+def browser_page(url: str):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--no-first-run"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(app_url)
+            page.goto(url)
             page.get_by_role("heading", name="Conditioning Lab").wait_for(timeout=60_000)
-            assert [t.strip() for t in page.get_by_role("tab").all_inner_texts()] == [t[0] for t in TABS]
-            for name, button, result in TABS:
-                page.get_by_role("tab", name=name).click()
-                page.locator(button).click()
-                # Whichever comes first: the result, or an error toast (whose text then explains the failure).
-                page.locator(f"{result}, .toast-body.error").first.wait_for(state="visible", timeout=180_000)
-                page.screenshot(path=str(ARTIFACTS / f"{name.split()[0].lower()}.png"), full_page=True)
-                toasts = page.locator(".toast-body.error")
-                assert toasts.count() == 0, f"{name}: the page shows an error: {toasts.first.inner_text()}"
+            yield page
         finally:
             browser.close()
+
+
+def wait_for_result(page, name: str, result: str, screenshot: str) -> None:
+    # Whichever comes first: the result, or an error toast (whose text then explains the failure).
+    page.locator(f"{result}, .toast-body.error").first.wait_for(state="visible", timeout=180_000)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    toasts = page.locator(".toast-body.error")
+    assert toasts.count() == 0, f"{name}: the page shows an error: {toasts.first.inner_text()}"
+
+
+def test_every_tab_generates_in_a_real_browser(app_url):
+    with browser_page(app_url) as page:
+        assert [t.strip() for t in page.get_by_role("tab").all_inner_texts()] == [t[0] for t in TABS]
+        for name, button, result in TABS:
+            page.get_by_role("tab", name=name).click()
+            page.locator(button).click()
+            wait_for_result(page, name, result, f"{name.split()[0].lower()}.png")
+
+
+def test_toy_examples_are_cached_on_first_click(tmp_path):
+    cache = tmp_path / "examples"
+    with live_app("toy", env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as client, browser_page(client.app_url) as page:
+        for tab, example, result in (("Text to image", "a red circle", "#t2i-gallery img"),
+                                     ("Classifier guidance", "cyan cross", "#cg-gallery img")):  # fmt: skip
+            page.get_by_role("tab", name=tab).click()
+            page.get_by_text(example, exact=True).first.click()
+            wait_for_result(page, tab, result, f"toy_{tab.split()[0].lower()}_example.png")
+    cached = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
+    # one lazily written cache per clicked example set, holding its outputs
+    assert any(p.suffix == ".csv" for p in cached) and any(p.suffix == ".png" for p in cached), cached

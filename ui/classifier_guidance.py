@@ -153,12 +153,18 @@ def build(profile: Profile) -> None:
             meta = gr.JSON(label="metadata")
             seed_used = gr.Number(label="seed used", precision=0, interactive=False)
 
+    inputs = [class_name, class_id, model, scale, steps, sampler, seed, num_images, compare_clean]
+    outputs = [gallery, plot, meta, seed_used]
+    if toy:
+        # Cached on first click; compare_clean puts the noise-aware and clean-guided rows side by side.
+        gr.Examples(
+            [["red circle", -1, first, 10.0, "ddim25", "ddim", 0, 4, True],
+             ["cyan cross", -1, first, 3.0, "ddim25", "ddim", 1, 4, True],
+             ["yellow triangle", -1, first, 10.0, "50", "ddpm", 2, 4, False]],
+            inputs, outputs, fn=classifier_guidance, cache_examples=True, cache_mode="lazy",
+            label="examples (cached after the first click)",
+        )
     # The paper's setting differs per model (s = 10 for the unconditional 256×256 model).
     model.change(lambda m: gr.update(value=choices[m].default_scale) if m in choices else gr.update(),
                  model, scale, api_visibility="private")
-    run.click(
-        classifier_guidance,
-        [class_name, class_id, model, scale, steps, sampler, seed, num_images, compare_clean],
-        [gallery, plot, meta, seed_used],
-        api_name="classifier_guidance", **GPU_QUEUE,
-    )
+    run.click(classifier_guidance, inputs, outputs, api_name="classifier_guidance", **GPU_QUEUE)
