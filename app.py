@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from models.profiles import Profile, default_profile_name, load_profile  # noqa: E402
+from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime  # noqa: E402
 from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
 from ui.common import harden_numeric_inputs  # noqa: E402
@@ -21,13 +21,14 @@ from ui.common import harden_numeric_inputs  # noqa: E402
 TITLE = "Conditioning Lab"
 
 
-def build_app(profile: Profile) -> gr.Blocks:
+def build_app(profile: Profile, why: str = "") -> gr.Blocks:
     runtime = pick_runtime()
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nHow diffusion models are steered: classifier guidance, CFG, Perp-CFG, cross-attention, "
             f"ControlNet and CLIP image conditioning.\n\n"
             f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.name}**"
+            + (f" · picked because {why}" if why else "")
         )
         with gr.Tab("Text to image"):
             text_to_image.build(profile)
@@ -53,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    profile = load_profile(args.profile or default_profile_name())
-    demo = build_app(profile)
+    choice = ProfileChoice(args.profile, "chosen with --profile") if args.profile else choose_default_profile()
+    profile = load_profile(choice.name)
+    demo = build_app(profile, choice.reason)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port)
 

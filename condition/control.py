@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from controlnet_aux import CannyDetector
 from PIL import Image, UnidentifiedImageError
 
 from models.loading import cached
@@ -22,7 +21,6 @@ from models.loading import cached
 # controlnet_aux rounds its working resolution to a multiple of 64, so smaller images
 # are detected at this size and the edges brought back to the input's size.
 _MIN_DETECT = 64
-_detector = CannyDetector()
 
 MIN_SIDE = 8
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -38,13 +36,20 @@ def canny_map(image: Image.Image | np.ndarray, low_threshold: int = 100, high_th
         arr = np.stack([arr] * 3, axis=-1)
     h, w = arr.shape[:2]
     side = max(_MIN_DETECT, int(round(min(h, w) / 64)) * 64)
-    edges = _detector(arr, low_threshold, high_threshold, detect_resolution=side, image_resolution=side,
+    edges = _canny_detector()(arr, low_threshold, high_threshold, detect_resolution=side, image_resolution=side,
                       output_type="np")  # fmt: skip
     if edges.shape[:2] != (h, w):
         # Area resampling keeps any edge pixel visible; thresholding makes the map binary again.
         edges = cv2.resize(edges, (w, h), interpolation=cv2.INTER_AREA)
         edges = np.where(edges > 0, 255, 0).astype(np.uint8)
     return Image.fromarray(edges[..., :3] if edges.ndim == 3 else np.stack([edges] * 3, -1))
+
+
+def _canny_detector():
+    # Imported on first use: controlnet_aux pulls in timm and every annotator, about a second of app start.
+    from controlnet_aux import CannyDetector
+
+    return cached(("canny_detector",), CannyDetector)
 
 
 def check_thresholds(low: float, high: float) -> tuple[int, int]:

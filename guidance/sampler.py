@@ -19,7 +19,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from guidance.rules import GuidanceRule, eps_to_x0, guidance_norms
+from guidance.rules import GuidanceRule, eps_to_x0, from_eps, guidance_norms, to_eps
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ def sample(
 ) -> SampleResult:
     """Denoise ``noise`` (standard normal, unscaled) with ``scheduler`` and ``rule``.
 
+    Rules, classifier gradients and diagnostics work on ε. A model that predicts v or x0 (the
+    scheduler's ``prediction_type``) has both branches converted to ε in float32 first and the
+    guided ε converted back for the scheduler; for ε-models nothing is converted.
     ``eps_channels``: when the model also predicts other channels (a learned variance),
     only the first ``eps_channels`` are guided; the rest come from the conditional branch.
     ``generator`` is handed to stochastic schedulers' ``step``. Returns the final sample
@@ -160,6 +163,7 @@ def sample(
     if _accepts(scheduler.step, "eta"):
         extra.setdefault("eta", 0.0)
 
+    prediction = getattr(scheduler.config, "prediction_type", "epsilon")
     branches = ("uncond", "cond") if rule.needs_uncond else ("cond",)
     result = SampleResult(sample=x)
     n = len(timesteps)
@@ -171,10 +175,10 @@ def sample(
         outs = out.chunk(len(branches))
         out_cond, out_uncond = outs[-1], (outs[0] if len(branches) > 1 else None)
         k = eps_channels or out_cond.shape[1]
-        eps_cond, rest = out_cond[:, :k], out_cond[:, k:]
-        eps_uncond = out_uncond[:, :k] if out_uncond is not None else None
-
         alpha_bar = alpha_bar_at(scheduler, t).to(x_in.device)
+        eps_cond, rest = to_eps(out_cond[:, :k], x_in, alpha_bar, prediction), out_cond[:, k:]
+        eps_uncond = to_eps(out_uncond[:, :k], x_in, alpha_bar, prediction) if out_uncond is not None else None
+
         eps = rule.apply(eps_uncond, eps_cond, x_t=x_in, alpha_bar=alpha_bar)
 
         log_p = grad = None
@@ -184,7 +188,8 @@ def sample(
             if classifier.mode == "eps" and classifier.scale:
                 eps = eps - ((1 - alpha_bar).sqrt() * classifier.scale * grad).to(eps.dtype)
 
-        model_output = torch.cat([eps, rest], dim=1) if rest.shape[1] else eps
+        guided = from_eps(eps, x_in, alpha_bar, prediction).to(out_cond.dtype)
+        model_output = torch.cat([guided, rest], dim=1) if rest.shape[1] else guided
         x_prev = scheduler.step(model_output, t, x, **extra, return_dict=False)[0]
         if classifier is not None and classifier.mode == "mean" and classifier.scale:
             if classifier.variance is None:

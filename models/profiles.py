@@ -123,11 +123,49 @@ def toy_available() -> bool:
     return (PROFILE_DIR / "toy.toml").exists() and (ROOT / "assets" / "toy" / "sd" / "unet").is_dir()
 
 
-def default_profile_name() -> str:
-    """``CONDLAB_PROFILE`` if set; else ``full`` with CUDA, ``toy`` without (``full`` if toy is absent)."""
+@dataclass(frozen=True)
+class ProfileChoice:
+    """Which profile ``python app.py`` runs without ``--profile``, and why (shown on the page)."""
+
+    name: str
+    reason: str
+
+
+def weights_reachable(source: str, timeout: float = 4.0) -> bool:
+    """A local folder, a copy in the Hugging Face cache, or (when not offline) the hub answering for it."""
+    if Path(source).is_dir():
+        return True
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+            return True
+    except ValueError:  # not a valid repo id
+        return False
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        HfApi().model_info(source, timeout=timeout)
+    except Exception:  # noqa: BLE001 - any failure (no network, gated, unknown id) means "not reachable now"
+        return False
+    return True
+
+
+def choose_default_profile() -> ProfileChoice:
+    """``CONDLAB_PROFILE`` if set; else ``full`` when CUDA is there and its SD weights are reachable, else ``toy``.
+
+    Without the toy weights (a checkout that has not trained them) ``full`` is the only choice.
+    """
     env = os.environ.get("CONDLAB_PROFILE")
     if env:
-        return env
-    if torch.cuda.is_available() or not toy_available():
-        return "full"
-    return "toy"
+        return ProfileChoice(env, "chosen by CONDLAB_PROFILE")
+    if not toy_available():
+        return ProfileChoice("full", "the toy weights are not in assets/toy")
+    if not torch.cuda.is_available():
+        return ProfileChoice("toy", "no CUDA GPU, so the small offline models")
+    source = load_profile("full").source("sd") or ""
+    if not weights_reachable(source):
+        return ProfileChoice("toy", f"a CUDA GPU is here, but the full profile's weights ({source}) are neither "
+                                    "local, cached nor reachable on the hub")
+    return ProfileChoice("full", "a CUDA GPU and the full profile's weights are available")
+

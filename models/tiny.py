@@ -86,8 +86,11 @@ def tiny_clip_text(hidden_size: int = 32, vocab_size: int = 1000, projection_dim
     return CLIPTextModel(config)
 
 
-def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny Stable-Diffusion-1.x-style folder (UNet, VAE, CLIP text, tokenizer, DDIM)."""
+def build_tiny_sd(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Write a tiny Stable-Diffusion-1.x-style folder (UNet, VAE, CLIP text, tokenizer, DDIM).
+
+    ``prediction_type="v_prediction"`` makes it SD-2-style (the same weights, read as predicting v).
+    """
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     folder = Path(folder)
@@ -101,7 +104,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
+        set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
     )
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,

@@ -374,13 +374,11 @@ def _pick(logits: Tensor, y: Tensor) -> np.ndarray:
 
 def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
     """log p(y | x_t) over steps (left) and the guiding classifier's top-5 at the last step (right), as PIL."""
-    import matplotlib.pyplot as plt
-
-    from pipelines.plots import figure_to_image
+    from pipelines.plots import figure_to_image, subplots
 
     runs = [r for r in (result.guided, result.clean) if r is not None]
-    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(4.6 * (1 + len(runs)), 3.2), squeeze=False)
-    ax = axes[0][0]
+    fig, axes = subplots(1 + len(runs), (4.6 * (1 + len(runs)), 3.2))
+    ax = axes[0]
     colours = {"noise-aware": "tab:blue", "clean": "tab:orange"}
     for run in runs:
         steps = np.arange(len(run.timesteps))
@@ -395,7 +393,7 @@ def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
     ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    for ax, run in zip(axes[0][1:], runs, strict=True):
+    for ax, run in zip(axes[1:], runs, strict=True):
         ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]  # first image
         last = ids[-1]
         steps = np.arange(len(ids))

@@ -101,6 +101,16 @@ class ControlNetDenoiser(UNetDenoiser):
         self.controls = list(controls)
         self.maps = list(maps)  # one [B, 3, H, W] per control, already on the device and dtype
         self.active: list[list[bool]] = []  # per step, per net: did it run (for the diagnostics)
+        self._branch_maps: dict[tuple[int, int], Tensor] = {}
+
+    def _stacked(self, image: Tensor, branches: int) -> Tensor:
+        """The map repeated once per branch, built on the first step and reused (as diffusers does once)."""
+        if branches == 1:
+            return image
+        key = (id(image), branches)
+        if key not in self._branch_maps:
+            self._branch_maps[key] = torch.cat([image] * branches)
+        return self._branch_maps[key]
 
     def residuals(self, x: Tensor, t: Tensor, call: ModelCall, context: Tensor):
         down = mid = None
@@ -110,7 +120,7 @@ class ControlNetDenoiser(UNetDenoiser):
             active.append(scale != 0)
             if scale == 0:
                 continue
-            cond = torch.cat([image] * len(call.branches)) if len(call.branches) > 1 else image
+            cond = self._stacked(image, len(call.branches))
             d, m = spec.controlnet(x, t, encoder_hidden_states=context, controlnet_cond=cond,
                                    conditioning_scale=scale, return_dict=False)  # fmt: skip
             if down is None:
@@ -152,8 +162,12 @@ def controlnet_to_image(
     generator: torch.Generator | None = None,
     callback: Callable[[StepState], None] | None = None,
     cross_attention_kwargs: dict | None = None,
+    diagnostics: bool = True,
 ) -> ControlNetResult:
-    """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt."""
+    """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt.
+
+    ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
+    """
     if not controls:
         raise ValueError("give at least one ControlNet")
     width, height = resolve_size(sd, width, height)
@@ -173,6 +187,7 @@ def controlnet_to_image(
     cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
     denoiser = ControlNetDenoiser(sd.unet, controls, batched, cond, uncond, cross_attention_kwargs)
     images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
-                              seed=seed, scheduler=scheduler, generator=generator, callback=callback)
+                              seed=seed, scheduler=scheduler, generator=generator, callback=callback,
+                              diagnostics=diagnostics)
     return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

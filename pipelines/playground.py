@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -15,7 +14,7 @@ from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierGuidance, SampleResult, StepState, initial_noise, sample
 from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, exact_classifier
 from models.runtime import cpu_generator
-from pipelines.plots import figure_to_image
+from pipelines.plots import figure_to_image, subplots
 
 GUIDANCE_MODES = ("none", "cfg", "perp-cfg", "classifier")
 SAMPLERS = ("ddpm", "ddim")
@@ -116,7 +115,7 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def plot_playground(run: PlaygroundRun, guidance: str, scale: float) -> Image.Image:
     """Samples over the contours of the sharpened target p(x) p(c | x)^w at t = 0, and the Δ norms."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.4), gridspec_kw={"width_ratios": [1.15, 1]})
+    fig, (ax, ax2) = subplots(2, (10, 4.4), width_ratios=[1.15, 1])
     grid = torch.linspace(-4, 4, 160, dtype=torch.float64)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], 1)

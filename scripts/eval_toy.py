@@ -45,7 +45,7 @@ from pipelines.text_to_image import SDComponents, generate, latent_shape, resolv
 from pipelines.toy_guidance import ToyGuidedModels, load_toy_guided
 from scripts.toy_common import ASSETS, CANNY_HIGH, CANNY_LOW, RUNS, images_to_tensor, setup
 
-CACHE_VERSION = "pipe1"  # bump when the sampling path changes, so stale cached samples are not reused
+CACHE_VERSION = "pipe2"  # bump when the sampling path changes, so stale cached samples are not reused
 
 
 class Eval:
@@ -143,6 +143,11 @@ def diversity_and_spread(x: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     return float(np.mean(dists)), float(np.mean(spreads)) if spreads else float("nan")
 
 
+def shape_area(x: torch.Tensor) -> float:
+    """Mean number of foreground pixels per image (how large the drawn shapes are)."""
+    return float(foreground(x).sum(axis=(1, 2)).mean())
+
+
 def saturation(x: torch.Tensor) -> tuple[float, float]:
     """Fraction of channel values at the clip limits, and mean background brightness (0–255)."""
     clipped = float((x.abs() >= 0.995).float().mean())
@@ -199,17 +204,20 @@ def section_cfg(
             f'{len(labels)} samples ({per_class} per prompt "a {{colour}} {{shape}}"), the same noise (seed 123) '
             "for every row and rule. Judge accuracy (colour / shape / both); diversity = mean pairwise RMS "
             "distance within a prompt (0–1 pixel scale); spread = std of the shape centroid (pixels); clipped = "
-            "fraction of channel values at ±1; bg = mean background brightness (0–255, training data ≈ 20). "
-            f"Chance: colour {1 / 6:.3f}, shape {1 / 4:.3f}, both {1 / 24:.3f}.",
+            "fraction of channel values at ±1; bg = mean background brightness (0–255); area = mean foreground "
+            "pixels per image. The first row measures world images of the same prompts (what the model learnt "
+            f"from). Chance: colour {1 / 6:.3f}, shape {1 / 4:.3f}, both {1 / 24:.3f}.",
             "",
         ]
     else:
         lines += ["## Text-to-image: Perp-CFG (basis uncond, η = 0)", "", "Same prompts, noise and columns as CFG; "
                   "w = 1 is omitted (identical to CFG w = 1, the conditional prediction).", ""]  # fmt: skip
     lines += [
-        "| rule | w | colour | shape | both | diversity | spread | clipped | bg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rule | w | colour | shape | both | diversity | spread | clipped | bg | area |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if rule_name == "cfg":
+        lines.append(metrics_row("world data", "–", world_images(labels), judge, labels))
     grids: dict[float, torch.Tensor] = {}
     results = {}
     for w in scales:
@@ -219,20 +227,29 @@ def section_cfg(
         rule = GuidanceRule(rule_name, scale=w, eta=0.0, basis="uncond")
         tag = f"t2i_{rule_name}{w:g}_n{len(labels)}_s123_k{steps}"
         x = ev.cached(tag, lambda rule=rule: {"x": draw(sd, den, rule, len(labels), 123, steps)})["x"]
-        acc = judge_accuracy(judge, x, labels)
-        div, spread = diversity_and_spread(x, labels)
-        clip_frac, bg = saturation(x)
-        results[w] = acc["both"]
-        lines.append(
-            f"| {rule_name} | {w:g} | {acc['colour']:.3f} | {acc['shape']:.3f} | {acc['both']:.3f} | {div:.3f} | "
-            f"{spread:.2f} | {clip_frac:.4f} | {bg:.1f} |"
-        )
+        results[w] = judge_accuracy(judge, x, labels)["both"]
+        lines.append(metrics_row(rule_name, f"{w:g}", x, judge, labels))
         print(lines[-1], f"({time.time() - t0:.0f}s)", flush=True)
         grids[w] = x
     lines.append("")
     if rule_name == "cfg":
         save_grid(grids, per_class, ev.root / "samples.png")
     return results
+
+
+def world_images(labels: np.ndarray, seed: int = 777) -> Tensor:
+    """Single-shape world images of the given classes, in [-1, 1] (the reference row)."""
+    images = [make_batch(1, seed + i, p_two=0.0, colour=class_parts(int(y))[0], shape=class_parts(int(y))[1]).images
+              for i, y in enumerate(labels)]
+    return images_to_tensor(np.concatenate(images))
+
+
+def metrics_row(rule: str, w: str, x: Tensor, judge, labels: np.ndarray) -> str:
+    acc = judge_accuracy(judge, x, labels)
+    div, spread = diversity_and_spread(x, labels)
+    clip_frac, bg = saturation(x)
+    return (f"| {rule} | {w} | {acc['colour']:.3f} | {acc['shape']:.3f} | {acc['both']:.3f} | {div:.3f} | "
+            f"{spread:.2f} | {clip_frac:.4f} | {bg:.1f} | {shape_area(x):.0f} |")
 
 
 def save_grid(grids: dict[float, torch.Tensor], per_class: int, path: Path) -> None:
@@ -401,9 +418,10 @@ def main() -> None:
         t0 = time.time()
         lines: list[str] = []
         if name in ("cfg", "perp-cfg"):
-            section_cfg(ev, judge, args.per_class, args.steps, [0, 1, 2, 4, 7, 12], lines, name)
+            # 20 goes past the issue's 0–12 so the table shows what very high w does.
+            section_cfg(ev, judge, args.per_class, args.steps, [0, 1, 2, 4, 7, 12, 20], lines, name)
         elif name == "classifier":
-            section_classifier(ev, judge, args.classifier_per_class, args.steps, [1, 3, 10], lines)
+            section_classifier(ev, judge, args.classifier_per_class, args.steps, [1, 3, 10, 30], lines)
         elif name == "controlnet":
             section_controlnet(ev, args.n_control, args.steps, [0, 0.25, 0.5, 1.0, 1.5], 3.0, lines)
         else:

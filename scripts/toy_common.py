@@ -59,6 +59,16 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's ``prediction_type``: ε, or v = √ᾱ ε − √(1−ᾱ) x0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
 class EMA:
     """Exponential moving average of a module's float parameters (kept in float32)."""
 

@@ -1,12 +1,13 @@
 """Train the toy Canny ControlNet against the frozen toy UNet.
 
-    nice -n 10 .venv/bin/python -m scripts.train_toy_controlnet --minutes 12   # after train_toy_unet
+    nice -n 10 .venv/bin/python -m scripts.train_toy_controlnet --bf16 --minutes 30   # after train_toy_unet
 
 ``ControlNetModel.from_unet`` copies the UNet's encoder and mid block and adds zero convs; its
 conditioning embedding has a single entry (``CONDITIONING_CHANNELS``) so it does not downsample,
 because in pixel space the control map already has the sample's 32×32 resolution. Control maps
 are ``condition.control.canny_map`` with thresholds ``CANNY_LOW``/``CANNY_HIGH`` (scripts/toy_common.py),
-fed as RGB in [0, 1] as diffusers' ControlNet pipelines prepare them. Writes ``assets/toy/controlnet_canny/``.
+fed as RGB in [0, 1] as diffusers' ControlNet pipelines prepare them. The loss target follows the shipped
+UNet's scheduler config (``prediction_type``). Writes ``assets/toy/controlnet_canny/``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from scripts.toy_common import (
     optimizer_state_tensors,
     save_checkpoint,
     setup,
+    training_target,
 )
-from scripts.train_toy_unet import SCHEDULER_CONFIG, SD, encode_text
+from scripts.train_toy_unet import SD, encode_text
 
 CONDITIONING_CHANNELS = (16,)
 # As in the ControlNet paper: half the captions are emptied so the edges alone must carry the layout.
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with native bf16 only)")
     args = ap.parse_args()
     setup(args.seed, args.threads)
 
@@ -70,9 +73,9 @@ def main() -> None:
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS)
     n_params = sum(p.numel() for p in controlnet.parameters())
     print(f"ControlNet parameters: {n_params:,}")
-    alphas = DDPMScheduler(
-        **{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")}
-    ).alphas_cumprod
+    # The frozen UNet's own training schedule and parameterisation, read from what ships beside it.
+    noise_sched = DDPMScheduler.from_config(DDPMScheduler.load_config(SD / "scheduler"))
+    alphas = noise_sched.alphas_cumprod
     opt = torch.optim.AdamW(controlnet.parameters(), lr=args.lr, weight_decay=0.0)
     ema = EMA(controlnet, args.ema)
     gen = torch.Generator().manual_seed(args.seed)
@@ -114,15 +117,16 @@ def main() -> None:
         warm = min(1.0, (step + 1) / 100)
         for g in opt.param_groups:
             g["lr"] = args.lr * warm
-        down, mid = controlnet(x_t, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
-        pred = unet(
-            x_t,
-            t,
-            encoder_hidden_states=states,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-        ).sample
-        loss = F.mse_loss(pred, noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            down, mid = controlnet(x_t, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
+            pred = unet(
+                x_t,
+                t,
+                encoder_hidden_states=states,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
+        loss = F.mse_loss(pred.float(), training_target(noise_sched, x0, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)

@@ -149,7 +149,7 @@ def test_depth_map_loads_the_folder_and_equals_controlnet_aux(midas_folder, phot
     # Our loader read the file (not some default init) and caches the detector per source.
     detector = load_midas(midas_folder)
     assert detector is load_midas(midas_folder)
-    saved = torch.load(Path(midas_folder) / MIDAS_FILES[0])
+    saved = torch.load(Path(midas_folder) / MIDAS_FILES[0], weights_only=True)
     params = dict(detector.model.model.named_parameters())
     for key in ("pretrained.model.pos_embed", "scratch.output_conv.4.weight"):
         assert torch.equal(params[key], saved[key].float()), key
@@ -175,7 +175,7 @@ def test_pose_map_with_random_weights_equals_openpose_detector(pose_folder, phot
 
     detector = load_openpose(pose_folder)
     assert detector is load_openpose(pose_folder)
-    saved = torch.load(Path(pose_folder) / OPENPOSE_FILES[0])
+    saved = torch.load(Path(pose_folder) / OPENPOSE_FILES[0], weights_only=True)
     assert torch.equal(detector.body_estimation.model.model0.conv1_1.weight, saved["conv1_1.weight"].float())
 
     # __call__ detects at detect_resolution and resizes the canvas to image_resolution's size: the same size

@@ -113,6 +113,7 @@ def bad_files(root: Path) -> dict[str, tuple[Path | None, str]]:
     files["text renamed .png"] = (root / "text.png", "error")
     (root / "empty.png").write_bytes(b"")
     files["zero bytes"] = (root / "empty.png", "error")
+    files["10000x10000"] = (write_bomb(root / "ten_k.png", 10_000), "error")
     files["12000x12000"] = (write_bomb(root / "bomb.png"), "error")
     files["none"] = (None, "error")
     return files
@@ -260,7 +261,7 @@ def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_serving(app):
     for _api, name, _e, got, _c, _a, message in rows:
         if got == "error":
             examples.setdefault(name.split("=")[1] if name.startswith(("image=", "image_b=")) else name, message)
-    for key in ("12000x12000", "text renamed .png", "truncated", "zero bytes", "1x1"):
+    for key in ("10000x10000", "12000x12000", "text renamed .png", "truncated", "zero bytes", "1x1"):
         if key in examples:
             print(f"  upload {key!r}: {examples[key][:150]}")
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)

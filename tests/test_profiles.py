@@ -3,17 +3,41 @@
 import pytest
 import torch
 
-from models.profiles import ROOT, Limits, default_profile_name, load_profile
+from models.profiles import ROOT, Limits, choose_default_profile, load_profile, weights_reachable
 
 
-def test_default_is_full_with_cuda_and_toy_without(monkeypatch):
+def test_default_is_full_with_cuda_and_reachable_weights_else_toy(monkeypatch):
+    import huggingface_hub
+
+    from models import profiles
+
     monkeypatch.delenv("CONDLAB_PROFILE", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert default_profile_name() == "full"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # nothing cached
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert default_profile_name() == "toy"
+    assert choose_default_profile().name == "toy"
+    # A GPU but no weights (offline, not cached): still toy, and the page is told why.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    choice = choose_default_profile()
+    assert choice.name == "toy" and "stable-diffusion-v1-5/stable-diffusion-v1-5" in choice.reason
+    # A copy in the hub cache is enough.
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: "/cache/model_index.json")
+    assert choose_default_profile().name == "full"
     monkeypatch.setenv("CONDLAB_PROFILE", "/some/where.toml")
-    assert default_profile_name() == "/some/where.toml"
+    assert choose_default_profile().name == "/some/where.toml"
+    monkeypatch.delenv("CONDLAB_PROFILE")
+    monkeypatch.setattr(profiles, "toy_available", lambda: False)
+    assert choose_default_profile().name == "full"
+
+
+def test_weights_reachable(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    assert weights_reachable(str(tmp_path))  # a local folder
+    assert not weights_reachable("org/not-cached-and-offline")
+    assert not weights_reachable("not a repo id at all!")
 
 
 def test_roles_resolve_relative_folders_and_keep_hub_ids(tmp_path):
@@ -62,6 +86,6 @@ def test_unknown_profile_names_the_builtins():
 def test_the_page_says_which_profile_runs():
     import app
 
-    demo = app.build_app(load_profile("toy"))
+    demo = app.build_app(load_profile("toy"), "no CUDA GPU, so the small offline models")
     markdown = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
-    assert "Profile: `toy`" in markdown and "cpu float32" in markdown
+    assert "Profile: `toy`" in markdown and "cpu float32" in markdown and "picked because no CUDA GPU" in markdown

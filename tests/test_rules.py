@@ -121,3 +121,24 @@ def test_rules_by_name_and_space():
 def test_bad_parameters_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         GuidanceRule(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_prediction_type_conversions_round_trip_and_match_diffusers(kind):
+    from diffusers import DDPMScheduler
+
+    from guidance.rules import from_eps, to_eps
+
+    sched = DDPMScheduler(beta_schedule="linear")
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1, torch.randn(2, 3, 8, 8, generator=g)
+    for t in (0, 500, 999):
+        a = sched.alphas_cumprod[t]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        native = {"epsilon": eps, "sample": x0,
+                  "v_prediction": sched.get_velocity(x0, eps, torch.tensor([t, t]))}[kind]
+        assert torch.allclose(to_eps(native, x_t, a, kind), eps, atol=1e-4)
+        # Near t = T the inverse of v divides by √ᾱ ≈ 0.006: float32 still keeps it to ~1e-4.
+        assert torch.allclose(from_eps(to_eps(native, x_t, a, kind), x_t, a, kind), native, atol=1e-4)
+    with pytest.raises(ValueError, match="prediction_type"):
+        to_eps(eps, eps, 0.5, "flow")
