@@ -163,7 +163,8 @@ def sample(
     if _accepts(scheduler.step, "eta"):
         extra.setdefault("eta", 0.0)
 
-    prediction = getattr(scheduler.config, "prediction_type", "epsilon")
+    # Scheduler-like objects without a diffusers config (test harnesses, wrappers) are taken to predict ε.
+    prediction = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
     branches = ("uncond", "cond") if rule.needs_uncond else ("cond",)
     result = SampleResult(sample=x)
     n = len(timesteps)

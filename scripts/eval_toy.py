@@ -237,6 +237,26 @@ def section_cfg(
     return results
 
 
+def section_perp_variants(ev: Eval, judge, per_class: int, steps: int, scales: list[float], lines: list[str]) -> None:
+    """Perp-CFG's projection taken in x0 space (as APG does), on either basis, at the larger scales."""
+    sd = load_role_sd(ev.profile, ev.runtime, "sd")
+    labels = np.repeat(np.arange(len(CLASS_NAMES)), per_class)
+    den = UNetDenoiser(sd.unet, *text_contexts(sd, [plain_caption(*class_parts(int(y))) for y in labels]))
+    lines += ["## Text-to-image: Perp-CFG with the projection in x0 space", "",
+              "Same prompts and noise as the CFG table; `GuidanceRule(\"perp-cfg\", w, eta=0, basis, space=\"x0\")`: "
+              "both predictions are mapped to x̂0 before Δ is split (basis cond = the APG split without momentum).",
+              "", "| rule | w | colour | shape | both | diversity | spread | clipped | bg | area |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for basis in ("uncond", "cond"):
+        for w in scales:
+            rule = GuidanceRule("perp-cfg", scale=w, eta=0.0, basis=basis, space="x0")
+            tag = f"t2i_perpx0_{basis}{w:g}_n{len(labels)}_s123_k{steps}"
+            x = ev.cached(tag, lambda rule=rule: {"x": draw(sd, den, rule, len(labels), 123, steps)})["x"]
+            lines.append(metrics_row(f"perp-cfg x0, basis {basis}", f"{w:g}", x, judge, labels))
+            print(lines[-1], flush=True)
+    lines.append("")
+
+
 def world_images(labels: np.ndarray, seed: int = 777) -> Tensor:
     """Single-shape world images of the given classes, in [-1, 1] (the reference row)."""
     images = [make_batch(1, seed + i, p_two=0.0, colour=class_parts(int(y))[0], shape=class_parts(int(y))[1]).images
@@ -394,7 +414,7 @@ def section_variations(ev: Eval, judge, n: int, steps: int, scales: list[float],
     lines.append("")
 
 
-SECTIONS = ("cfg", "perp-cfg", "classifier", "controlnet", "variations")
+SECTIONS = ("cfg", "perp-cfg", "perp-x0", "classifier", "controlnet", "variations")
 
 
 def main() -> None:
@@ -420,6 +440,8 @@ def main() -> None:
         if name in ("cfg", "perp-cfg"):
             # 20 goes past the issue's 0–12 so the table shows what very high w does.
             section_cfg(ev, judge, args.per_class, args.steps, [0, 1, 2, 4, 7, 12, 20], lines, name)
+        elif name == "perp-x0":
+            section_perp_variants(ev, judge, args.per_class, args.steps, [4, 12, 20], lines)
         elif name == "classifier":
             section_classifier(ev, judge, args.classifier_per_class, args.steps, [1, 3, 10, 30], lines)
         elif name == "controlnet":

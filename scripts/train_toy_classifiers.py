@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python -m scripts.train_toy_classifiers --kind clean
     nice -n 10 .venv/bin/python -m scripts.train_toy_classifiers --kind noise_aware \
-        --init assets/toy/classifier_clean --lr 5e-4 --steps 1000
+        --init assets/toy/classifier_clean --lr 5e-4 --steps 4000 --batch 64
 
 Both are ``models.adm.create_classifier(**FLAGS)``. The noise-aware one sees x_t of the toy
 DDPM schedule (linear β, 1000 steps) at uniformly drawn t and gets that original-scale t; the

@@ -73,10 +73,14 @@ def test_toy_examples_are_cached_on_first_click(tmp_path):
     cache = tmp_path / "examples"
     with live_app("toy", env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as client, browser_page(client.app_url) as page:
         for tab, example, result in (("Text to image", "a red circle", "#t2i-gallery img"),
-                                     ("Classifier guidance", "cyan cross", "#cg-gallery img")):  # fmt: skip
+                                     ("ControlNet", "a magenta square", "#cn-gallery img"),
+                                     ("Classifier guidance", "cyan cross", "#cg-gallery img"),
+                                     ("CLIP image conditioning", "a red cross", "#img-gallery img")):  # fmt: skip
             page.get_by_role("tab", name=tab).click()
             page.get_by_text(example, exact=True).first.click()
             wait_for_result(page, tab, result, f"toy_{tab.split()[0].lower()}_example.png")
     cached = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
-    # one lazily written cache per clicked example set, holding its outputs
-    assert any(p.suffix == ".csv" for p in cached) and any(p.suffix == ".png" for p in cached), cached
+    # one lazily written cache folder per clicked example set (four tabs), each with its index and outputs
+    folders = {p.parts[0] for p in cached if p.suffix == ".csv"}
+    assert len(folders) == 4, cached
+    assert all(any(p.parts[0] == f and p.suffix == ".png" for p in cached) for f in folders), cached

@@ -41,7 +41,8 @@ def test_sizes_and_formats():
     files = [p for p in TOY.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert sum(p.stat().st_size for p in files) < 40e6
-    assert all(p.stat().st_size < 8e6 for p in files)
+    # The Hub takes files under 10 MiB without Git LFS/Xet, so a plain git push deploys the Space.
+    assert all(p.stat().st_size < 10 * 2**20 for p in files), max(files, key=lambda p: p.stat().st_size)
     assert not (TOY / "sd" / "vae").exists()  # pixel space
 
 
@@ -49,6 +50,31 @@ def test_text_to_image_through_the_profile_loader():
     sd = load_role_sd(load_profile("toy"), CPU32)
     out = text_to_image(sd, "a red circle", rule=GuidanceRule("perp-cfg", 4.0), steps=3, num_images=2, seed=0)
     assert out.images.shape == (2, 3, 32, 32) and torch.isfinite(out.images).all()
+
+
+def test_toy_samples_look_like_the_world():
+    """Quality, not just shapes: CFG samples of eight prompts are what they say, on the world's dark background.
+
+    DDIM 25 steps, η = 0, as the tab's default. The judge is a separate CNN (never used for guidance). The world's
+    backgrounds are 4–35 per channel; the first toy UNet (ε-prediction) drew grey or tinted ones at 60–70.
+    """
+    sd = load_role_sd(load_profile("toy"), CPU32)
+    assert sd.scheduler_config["prediction_type"] == "v_prediction"
+    judge = load_judge(TOY / "judge")
+    classes = [CLASS_NAMES.index(n) for n in ("red circle", "green square", "blue triangle", "yellow cross",
+                                                "magenta circle", "cyan square", "red triangle", "blue cross")]
+    hits, backgrounds = 0, []
+    for k, c in enumerate(classes):
+        colour, shape = c // len(SHAPE_NAMES), c % len(SHAPE_NAMES)
+        prompt = f"a {COLOUR_NAMES[colour]} {SHAPE_NAMES[shape]}"
+        x = text_to_image(sd, prompt, rule=GuidanceRule("cfg", 4.0), steps=25, num_images=2, seed=k).images
+        pred_colour, pred_shape = judge.predict(x * 2 - 1)
+        hits += int(((pred_colour == colour) & (pred_shape == shape)).sum())
+        border = torch.cat([x[..., :2, :].flatten(2), x[..., -2:, :].flatten(2)], dim=2)  # top and bottom rows
+        backgrounds += (border.median(dim=2).values.max(dim=1).values * 255).tolist()
+    print(f"judge: {hits}/16 correct; background (brightest channel of the border median): {backgrounds}")
+    assert hits >= 13
+    assert max(backgrounds) < 50
 
 
 def test_image_variations_through_the_profile_loader():
@@ -85,7 +111,7 @@ def toy_client():
 def test_toy_app_text_to_image_controlnet_and_variations(toy_client):
     images, *_ = toy_client.predict(prompt="a blue square", steps=25, api_name="/text_to_image")
     assert Image.open(images[0]["image"]).size == (32, 32)
-    _, images, *_ = toy_client.predict(steps=25, api_name="/controlnet")  # the shipped photo, canny-preprocessed
+    _, images, *_ = toy_client.predict(steps=25, api_name="/controlnet")  # the default world scene, canny-preprocessed
     assert Image.open(images[0]["image"]).size == (32, 32)
     images, scores, *_ = toy_client.predict(api_name="/image_conditioning")
     assert Image.open(images[0]["image"]).size == (32, 32)

@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -244,3 +245,11 @@ def default_side(profile, role: str) -> int:
     size = profile.options(role).get("size") or (sd_native_size(source) if source else None) or 512
     side = min(int(size), int(math.isqrt(profile.limits.max_pixels)))
     return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)
+
+
+TOY_EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "toy" / "examples"
+
+
+def toy_example(name: str) -> str:
+    """A shapes-world input shipped for the toy profile's examples (``scripts/make_toy_examples.py``)."""
+    return str(TOY_EXAMPLES / f"{name}.png")

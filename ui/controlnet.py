@@ -33,6 +33,7 @@ from ui.common import (
     rule_metadata,
     sampling_params,
     step_progress,
+    toy_example,
 )
 
 CONTROLS = tuple(CONTROL_ROLES)
@@ -243,9 +244,13 @@ def build(profile: Profile) -> None:
         toy = " The toy world is flat shapes: there is no toy depth or pose model." if profile.name == "toy" else ""
         gr.Markdown(f"**Profile `{profile.name}`** has ControlNets for: {', '.join(have) or 'none'}; "
                     f"not for {', '.join(missing)}.{toy}")  # fmt: skip
+    toy = profile.name == "toy"
+    # The toy models only know the shapes world: their default input is a world scene, recoloured by the prompt.
+    default_image, default_prompt = ((toy_example("two_shapes"), "a blue cross and a yellow square") if toy
+                                     else (PHOTO, "a photo of an astronaut"))  # fmt: skip
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_upload(value=PHOTO, label="image (or a ready-made map)", format="png")
+            image = image_upload(value=default_image, label="image (or a ready-made map)", format="png")
             control = gr.Radio(list(CONTROLS), value=(have or ["canny"])[0], label="control")
             preprocess = gr.Checkbox(True, label="preprocess (off = the image already is the map)")
             with gr.Row():
@@ -255,7 +260,7 @@ def build(profile: Profile) -> None:
             with gr.Row():
                 hands = gr.Checkbox(False, label="pose: hands")
                 face = gr.Checkbox(False, label="pose: face")
-            prompt = gr.Textbox("a photo of an astronaut", label="prompt", lines=2)
+            prompt = gr.Textbox(default_prompt, label="prompt", lines=2)
             negative = gr.Textbox("", label="negative prompt")
             guidance = gr.Radio(list(RULE_NAMES), value="cfg", label="guidance")
             scale = gr.Slider(0, 30, value=7.5, step=0.5, label="scale w")
@@ -280,12 +285,24 @@ def build(profile: Profile) -> None:
                                  elem_id="cn-gallery")
             plot = gr.Image(label="per-step diagnostics", type="pil", format="png")
             meta = gr.JSON(label="metadata")
-    run.click(
-        cn_fn,
-        [image, control, preprocess, low, high, resolution, prompt, negative, guidance, scale, eta, basis, rescale,
-         cscale, start, end, steps, width, height, seed, scheduler, num_images, hands, face],
-        [cmap, gallery, plot, meta], api_name="controlnet", **GPU_QUEUE,
-    )
+    inputs = [image, control, preprocess, low, high, resolution, prompt, negative, guidance, scale, eta, basis,
+              rescale, cscale, start, end, steps, width, height, seed, scheduler, num_images, hands, face]
+    if toy and "canny" in have:
+        # Edges from one scene, colours from the prompt; then a prompt that contradicts the edges. The toy model
+        # draws the prompt's shape where the map's shape is, at its size (scale 1), and anywhere at scale 0.
+        n = min(25, limits.max_steps)
+
+        def row(name: str, text: str, conditioning_scale: float, seed: int) -> list:
+            return [toy_example(name), "canny", True, 100, 200, 512, text, "", "cfg", 4.0, 0.0, "uncond", 0.0,
+                    conditioning_scale, 0.0, 1.0, n, side, side, seed, "ddim", 2, False, False]
+
+        gr.Examples(
+            [row("two_shapes", "a blue cross and a yellow square", 1.0, 0),
+             row("large_circle", "a magenta square", 1.0, 1), row("large_circle", "a magenta square", 0.0, 1)],
+            inputs, [cmap, gallery, plot, meta], fn=cn_fn, cache_examples=True, cache_mode="lazy",
+            label="examples (cached after the first click)",
+        )
+    run.click(cn_fn, inputs, [cmap, gallery, plot, meta], api_name="controlnet", **GPU_QUEUE)
 
     with gr.Accordion("Multi-ControlNet: two maps, each with its own scale and range", open=False):
         with gr.Row():

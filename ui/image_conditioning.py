@@ -34,6 +34,7 @@ from ui.common import (
     rule_metadata,
     sampling_params,
     step_progress,
+    toy_example,
 )
 
 PHOTO = ROOT / "assets" / "photos" / "chelsea.png"
@@ -167,9 +168,11 @@ def build(profile: Profile) -> None:
     gr.Markdown(("Models: " + ", ".join(have) if have else "No image-conditioning models in this profile.")
                 + (f" · not in this profile: {', '.join(lacking)} (add them to the profile TOML)" if lacking else ""))
     default_mode = "variations" if profile.has(VARIATIONS_ROLE) or not profile.has(IP_ADAPTER_ROLE) else "ip-adapter"
+    toy = profile.name == "toy"
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_upload(value=str(PHOTO), label="image", format="png")
+            # The toy models only know the shapes world, so in toy the default input is a world scene.
+            image = image_upload(value=toy_example("two_shapes") if toy else str(PHOTO), label="image", format="png")
             mode = gr.Radio(list(MODES), value=default_mode, label="mode")
             prompt = gr.Textbox("", label="prompt (ip-adapter / cross-modal; also scored by CLIP)", lines=2)
             negative = gr.Textbox("", label="negative prompt (ip-adapter only)")
@@ -195,10 +198,21 @@ def build(profile: Profile) -> None:
             plot = gr.Image(label="per-step diagnostics", type="pil", format="png")
             meta = gr.JSON(label="metadata")
             seed_used = gr.Number(label="seed used", precision=0, interactive=False)
-    run.click(
-        fn,
-        [image, mode, prompt, negative, image_scale, mix, guidance, scale, eta, basis, rescale, steps, width, height,
-         seed, scheduler, num_images],
-        [gallery, scores, plot, meta, seed_used],
-        api_name="image_conditioning", **GPU_QUEUE,
-    )
+    inputs = [image, mode, prompt, negative, image_scale, mix, guidance, scale, eta, basis, rescale, steps, width,
+              height, seed, scheduler, num_images]
+    outputs = [gallery, scores, plot, meta, seed_used]
+    if toy and profile.has(VARIATIONS_ROLE):
+        # Variations of a scene, then the same image path fed half a text embedding, then text alone (mix = 1).
+        n = min(25, limits.max_steps)
+
+        def row(name: str, mode_: str, text: str, mix_: float, seed: int) -> list:
+            return [toy_example(name), mode_, text, "", 0.6, mix_, "cfg", 3.0, 0.0, "uncond", 0.0, n, size, size,
+                    seed, "ddim", 2]
+
+        gr.Examples(
+            [row("two_shapes", "variations", "", 0.0, 0), row("large_circle", "cross-modal", "a red cross", 0.5, 1),
+             row("triangle", "cross-modal", "a blue square", 1.0, 2)],
+            inputs, outputs, fn=fn, cache_examples=True, cache_mode="lazy",
+            label="examples (cached after the first click)",
+        )
+    run.click(fn, inputs, outputs, api_name="image_conditioning", **GPU_QUEUE)
