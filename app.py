@@ -14,7 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
-from models.runtime import pick_runtime  # noqa: E402
+from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
 from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
 from ui.common import harden_numeric_inputs  # noqa: E402
 
@@ -27,7 +27,7 @@ def build_app(profile: Profile, why: str = "") -> gr.Blocks:
         gr.Markdown(
             f"# {TITLE}\nHow diffusion models are steered: classifier guidance, CFG, Perp-CFG, cross-attention, "
             f"ControlNet and CLIP image conditioning.\n\n"
-            f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.name}**"
+            f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.label}**"
             + (f" · picked because {why}" if why else "")
         )
         with gr.Tab("Text to image"):
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     choice = ProfileChoice(args.profile, "chosen with --profile") if args.profile else choose_default_profile()
     profile = load_profile(choice.name)
+    use_cpu_threads(pick_runtime(), profile.cpu_threads)
     demo = build_app(profile, choice.reason)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port)

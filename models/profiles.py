@@ -78,6 +78,23 @@ class Profile:
         return Limits.from_settings(self.settings.get("limits", {}))
 
     @property
+    def cpu_threads(self) -> int | None:
+        """torch threads on a CPU runtime (``[runtime] cpu_threads``, env ``CONDLAB_CPU_THREADS``).
+
+        None leaves torch's default (one per core).
+        """
+        raw = os.environ.get("CONDLAB_CPU_THREADS", self.settings.get("runtime", {}).get("cpu_threads"))
+        if raw is None:
+            return None
+        try:
+            threads = int(raw)
+        except (TypeError, ValueError):
+            threads = 0
+        if threads < 1:
+            raise ValueError(f"cpu_threads must be a positive integer, got {raw!r}")
+        return threads
+
+    @property
     def description(self) -> str:
         return self.settings.get("meta", {}).get("description", "")
 

@@ -17,6 +17,11 @@ class Runtime:
     def name(self) -> str:
         return f"{self.device.type} {str(self.dtype).removeprefix('torch.')}"
 
+    @property
+    def label(self) -> str:
+        """The name plus, on the CPU, torch's thread count (what the page header shows)."""
+        return self.name + (f", {torch.get_num_threads()} thread(s)" if self.device.type == "cpu" else "")
+
 
 def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
     """CUDA in float16 when available, else CPU in float32.
@@ -34,6 +39,12 @@ def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime
     except AttributeError:
         raise ValueError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
     return Runtime(dev, dt)
+
+
+def use_cpu_threads(runtime: Runtime, threads: int | None) -> None:
+    """Cap torch's intra-op threads when the models run on the CPU (CUDA work is unaffected)."""
+    if runtime.device.type == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
 
 
 def cpu_generator(seed: int) -> torch.Generator:

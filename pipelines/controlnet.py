@@ -10,7 +10,8 @@ Usable from a notebook without Gradio::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +85,41 @@ def control_tensor(image: Image.Image | np.ndarray | Tensor, width: int, height:
 def map_downsampling(controlnet) -> int:
     """How much the ControlNet's conditioning embedding shrinks the map (SD 1.5's: 8)."""
     return 2 ** (len(controlnet.config.conditioning_embedding_out_channels) - 1)
+
+
+class _MapEmbeddingOnce(torch.nn.Module):
+    """A ControlNet's map embedding that recomputes only when handed a different map tensor.
+
+    The embedding sees the map alone, never x_t or t, so one per run is exact; diffusers recomputes
+    it every step. Holding the input keeps its ``id`` from being reused; ``_version`` catches in-place edits.
+    """
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self._input: Tensor | None = None
+        self._version = -1
+        self._output: Tensor | None = None
+
+    def forward(self, cond: Tensor) -> Tensor:
+        if cond is not self._input or cond._version != self._version or torch.is_grad_enabled():
+            self._input, self._version, self._output = cond, cond._version, self.inner(cond)
+        return self._output
+
+
+@contextmanager
+def map_embeddings_once(controlnets: Sequence) -> Iterator[None]:
+    """Within the block each ControlNet embeds a given map once; the nets are restored afterwards."""
+    originals = {}
+    try:
+        for net in controlnets:
+            if id(net) not in originals:
+                originals[id(net)] = (net, net.controlnet_cond_embedding)
+                net.controlnet_cond_embedding = _MapEmbeddingOnce(net.controlnet_cond_embedding)
+        yield
+    finally:
+        for net, embedding in originals.values():
+            net.controlnet_cond_embedding = embedding
 
 
 class ControlNetDenoiser(UNetDenoiser):
@@ -186,8 +222,9 @@ def controlnet_to_image(
     ]
     cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
     denoiser = ControlNetDenoiser(sd.unet, controls, batched, cond, uncond, cross_attention_kwargs)
-    images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
-                              seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                              diagnostics=diagnostics)
+    with map_embeddings_once([spec.controlnet for spec in controls]):
+        images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
+                                  seed=seed, scheduler=scheduler, generator=generator, callback=callback,
+                                  diagnostics=diagnostics)
     return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

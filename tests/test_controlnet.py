@@ -10,7 +10,7 @@ from guidance.rules import GuidanceRule
 from models.controlnet_loading import build_tiny_controlnet, load_controlnet
 from models.loading import load_sd
 from models.runtime import pick_runtime
-from pipelines.controlnet import ControlSpec, control_keep, controlnet_to_image
+from pipelines.controlnet import ControlSpec, control_keep, controlnet_to_image, map_embeddings_once
 from pipelines.schedulers import make_scheduler
 
 CPU32 = pick_runtime("cpu", "float32")
@@ -87,6 +87,34 @@ def test_perp_cfg_eta_one_equals_cfg(tiny_sd_folder, nets, maps):
     c = controlnet_to_image(sd, spec, "a red cat", rule=GuidanceRule("perp-cfg", 6.0, eta=0.0), **KW).images
     assert (a - b).abs().max().item() <= 1e-5
     assert (a - c).abs().max().item() > 1e-4
+
+
+def test_each_map_is_embedded_once_per_run_and_the_net_is_restored(tiny_sd_folder, nets, maps):
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    net = nets[0]
+    original = net.controlnet_cond_embedding
+    calls = []
+    hook = original.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    try:
+        controlnet_to_image(sd, [ControlSpec(net, maps[0])], "a red cat", rule=GuidanceRule("cfg", 6.0), **KW)
+        # 5 steps, both CFG branches stacked: one embedding of the [4, 3, H, W] map, not five.
+        assert calls == [torch.Size([4, 3, SIZE, SIZE])]
+        assert net.controlnet_cond_embedding is original
+        with pytest.raises(RuntimeError, match="boom"), map_embeddings_once([net]):
+            assert net.controlnet_cond_embedding is not original
+            raise RuntimeError("boom")
+        assert net.controlnet_cond_embedding is original
+        # A changed map (in place) is embedded again.
+        calls.clear()
+        image = torch.rand(1, 3, SIZE, SIZE)
+        with map_embeddings_once([net]), torch.no_grad():
+            first = net.controlnet_cond_embedding(image)
+            again = net.controlnet_cond_embedding(image)
+            image.mul_(0.5)
+            changed = net.controlnet_cond_embedding(image)
+        assert len(calls) == 2 and again is first and not torch.equal(changed, first)
+    finally:
+        hook.remove()
 
 
 def test_control_keep_matches_diffusers_formula():

@@ -62,6 +62,29 @@ def test_builtin_profiles_load():
     assert full.limits.guided_steps == 250 and toy.limits.guided_steps == toy.limits.max_steps
 
 
+def test_cpu_threads_come_from_the_profile_and_only_touch_cpu_runtimes(tmp_path, monkeypatch):
+    from models.runtime import pick_runtime, use_cpu_threads
+
+    monkeypatch.delenv("CONDLAB_CPU_THREADS", raising=False)
+    assert load_profile("toy").cpu_threads == 1 and load_profile("full").cpu_threads is None
+    monkeypatch.setenv("CONDLAB_CPU_THREADS", "3")
+    assert load_profile("toy").cpu_threads == 3
+    monkeypatch.setenv("CONDLAB_CPU_THREADS", "-1")
+    with pytest.raises(ValueError, match="cpu_threads"):
+        _ = load_profile("toy").cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        use_cpu_threads(pick_runtime("cpu"), 2)
+        assert torch.get_num_threads() == 2 and pick_runtime("cpu").label == "cpu float32, 2 thread(s)"
+        use_cpu_threads(pick_runtime("cuda"), 1)  # a CUDA runtime leaves the CPU thread pool alone
+        assert torch.get_num_threads() == 2
+        use_cpu_threads(pick_runtime("cpu"), None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_env_overrides_limits(monkeypatch):
     monkeypatch.setenv("CONDLAB_MAX_STEPS", "12")
     assert Limits.from_settings({"max_steps": 50}).max_steps == 12
@@ -88,4 +111,5 @@ def test_the_page_says_which_profile_runs():
 
     demo = app.build_app(load_profile("toy"), "no CUDA GPU, so the small offline models")
     markdown = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
-    assert "Profile: `toy`" in markdown and "cpu float32" in markdown and "picked because no CUDA GPU" in markdown
+    assert "Profile: `toy`" in markdown and "picked because no CUDA GPU" in markdown
+    assert f"cpu float32, {torch.get_num_threads()} thread(s)" in markdown
