@@ -54,9 +54,13 @@ def measure(args: argparse.Namespace) -> list[Row]:
     folder = build_tiny_sd(Path(tempfile.mkdtemp(prefix="bench_t2i_")) / "sd")
     runtime = pick_runtime("cpu", "float32")
     sd = load_sd(str(folder), runtime)
-    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    # The pipeline gets our loaded modules, so both sides run the very same weights in the same memory.
+    pipe = StableDiffusionPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+        scheduler=make_scheduler("ddim", sd.scheduler_config), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = make_scheduler("ddim", sd.scheduler_config)
     common = dict(steps=args.steps, width=args.size, height=args.size, seed=0, scheduler="ddim")
     cfg_rule = GuidanceRule("cfg", 7.5)
 
