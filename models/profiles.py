@@ -44,13 +44,21 @@ class Limits:
         values = {}
         for name, kind in (("max_pixels", int), ("max_steps", int), ("max_images", int),
                            ("max_upload_pixels", int), ("timeout_s", float), ("max_guided_steps", int)):
-            raw = os.environ.get(f"CONDLAB_{name.upper()}", table.get(name))
-            if raw is not None:
-                try:
-                    values[name] = kind(raw)
-                except (TypeError, ValueError):
-                    raise ValueError(f"limit {name} must be a number, got {raw!r}") from None
+            value = _setting(table, name, kind, f"limit {name} must be a number")
+            if value is not None:
+                values[name] = value
         return cls(**values)
+
+
+def _setting(table: dict, name: str, kind: type, message: str):
+    """``CONDLAB_<NAME>`` from the environment, else the profile table's value, as ``kind``; None if neither."""
+    raw = os.environ.get(f"CONDLAB_{name.upper()}", table.get(name))
+    if raw is None:
+        return None
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{message}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -83,15 +91,10 @@ class Profile:
 
         None leaves torch's default (one per core).
         """
-        raw = os.environ.get("CONDLAB_CPU_THREADS", self.settings.get("runtime", {}).get("cpu_threads"))
-        if raw is None:
-            return None
-        try:
-            threads = int(raw)
-        except (TypeError, ValueError):
-            threads = 0
-        if threads < 1:
-            raise ValueError(f"cpu_threads must be a positive integer, got {raw!r}")
+        message = "cpu_threads must be a positive integer"
+        threads = _setting(self.settings.get("runtime", {}), "cpu_threads", int, message)
+        if threads is not None and threads < 1:
+            raise ValueError(f"{message}, got {threads!r}")
         return threads
 
     @property

@@ -6,14 +6,13 @@ import functools
 import logging
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 import torch
 from PIL import UnidentifiedImageError
 
 from guidance.sampler import StepState
-from models.profiles import Limits
+from models.profiles import ROOT, Limits
 
 log = logging.getLogger("condlab")
 
@@ -247,7 +246,7 @@ def default_side(profile, role: str) -> int:
     return max(SIZE_MULTIPLE, side - side % SIZE_MULTIPLE)
 
 
-TOY_EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "toy" / "examples"
+TOY_EXAMPLES = ROOT / "assets" / "toy" / "examples"
 
 
 def toy_example(name: str) -> str:

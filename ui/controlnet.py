@@ -240,11 +240,11 @@ def build(profile: Profile) -> None:
     gr.Markdown(INTRO)
     have = [c for c in CONTROLS if profile.has(CONTROL_ROLES[c])]
     missing = [c for c in CONTROLS if c not in have]
-    if missing:
-        toy = " The toy world is flat shapes: there is no toy depth or pose model." if profile.name == "toy" else ""
-        gr.Markdown(f"**Profile `{profile.name}`** has ControlNets for: {', '.join(have) or 'none'}; "
-                    f"not for {', '.join(missing)}.{toy}")  # fmt: skip
     toy = profile.name == "toy"
+    if missing:
+        why = " The toy world is flat shapes: there is no toy depth or pose model." if toy else ""
+        gr.Markdown(f"**Profile `{profile.name}`** has ControlNets for: {', '.join(have) or 'none'}; "
+                    f"not for {', '.join(missing)}.{why}")  # fmt: skip
     # The toy models only know the shapes world: their default input is a world scene, recoloured by the prompt.
     default_image, default_prompt = ((toy_example("two_shapes"), "a blue cross and a yellow square") if toy
                                      else (PHOTO, "a photo of an astronaut"))  # fmt: skip
