@@ -254,7 +254,10 @@ def export(
     unet: UNet2DConditionModel, ema: EMA, step: int, seconds: float, n_params: int, args: argparse.Namespace
 ) -> None:
     ema.copy_to(unet)
-    unet.save_pretrained(SD / "unet")
+    # Stored in float16 (4.7 MB instead of 9.4 MB; loaders upcast to the runtime's dtype): samples move by at
+    # most ~1 level in 8 bits against the float32 weights, and every shipped file stays well under 8 MiB.
+    unet.to(torch.float16).save_pretrained(SD / "unet")
+    unet.to(torch.float32)
     save_scheduler()
     write_model_index()
     info = {
