@@ -11,12 +11,16 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+# On ZeroGPU, `spaces` must patch torch before anything asks about CUDA (the profile choice does): only then does
+# torch.cuda.is_available() report the GPU a request will get. Anywhere else importing it changes nothing.
+import spaces  # noqa: E402, F401, I001
+
 import gradio as gr  # noqa: E402
 
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
 from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
-from ui.common import harden_numeric_inputs  # noqa: E402
+from ui.components import harden_numeric_inputs  # noqa: E402
 
 TITLE = "Conditioning Lab"
 
@@ -39,7 +43,7 @@ def build_app(profile: Profile, why: str = "") -> gr.Blocks:
         with gr.Tab("CLIP image conditioning"):
             image_conditioning.build(profile)
         with gr.Tab("2D guidance playground"):
-            playground.build()
+            playground.build(profile)
     harden_numeric_inputs(demo)
     return demo
 

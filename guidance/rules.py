@@ -1,218 +1,132 @@
-"""Guidance rules: how a conditional and an unconditional prediction become one.
+"""Guidance rules by name: the registry of methods (``guidance/methods/``), their parameters, and ``guide``.
 
-Every rule is a pure function over batch-first tensors ``[B, ...]``. Norms and
-projections are taken per sample, over all non-batch dimensions. The rules are
-written for noise predictions (epsilon) but are linear-algebra only, so they apply
-to any prediction; :func:`guide` converts to the x0 space first when asked.
+Every rule is a pure function over batch-first tensors ``[B, ...]``; norms and projections are taken
+per sample. Rules are written for noise predictions (ε) but are linear algebra only, so ``guide`` can
+apply them in the x0 space instead (``space="x0"``). Adding a method: one file in ``guidance/methods/``
+with its function and ``METHOD`` entry, and one line in ``METHODS`` below; its parameters then appear
+in every endpoint that offers guidance rules, with their bounds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
-import torch
 from torch import Tensor
 
-Basis = Literal["uncond", "cond"]
-Space = Literal["eps", "x0"]
+from guidance.methods import cfg as cfg_method
+from guidance.methods import none as none_method
+from guidance.methods import perp_cfg as perp_cfg_method
+from guidance.methods.base import Method, RuleParam
+from guidance.methods.cfg import cfg
+from guidance.methods.perp_cfg import BASES, guidance_norms, perp_cfg, split_guidance
+from guidance.methods.rescale import FORMULA as RESCALE_FORMULA
+from guidance.methods.rescale import RESCALE, rescale
+from guidance.parameterization import eps_to_x0, x0_to_eps
 
-RULE_NAMES = ("none", "cfg", "perp-cfg")
-BASES = ("uncond", "cond")
+METHODS: dict[str, Method] = {m.name: m for m in (none_method.METHOD, cfg_method.METHOD, perp_cfg_method.METHOD)}
+RULE_NAMES = tuple(METHODS)
 SPACES = ("eps", "x0")
-
-FORMULAS = {
-    "none": "ε = ε(x, t | c)",
-    "cfg": "ε = u + w (c − u)",
-    "perp-cfg": "ε = c + (w − 1)(Δ⊥ + η Δ∥),  Δ = c − u split along the basis",
-    "rescale": "ε ← φ · ε · std(c)/std(ε) + (1 − φ) · ε",
-}
+SCALE = RuleParam("scale", 7.5, "scale w", low=0.0, high=30.0, step=0.5)
 
 
-def _dims(x: Tensor) -> list[int]:
-    return list(range(1, x.ndim))
+def _all_params() -> dict[str, RuleParam]:
+    """scale, then every method's parameters in registry order, then rescale; one definition per name."""
+    params: dict[str, RuleParam] = {SCALE.name: SCALE}
+    for method in METHODS.values():
+        for p in method.params:
+            if params.setdefault(p.name, p) != p:
+                raise RuntimeError(f"guidance parameter {p.name!r} is defined twice, differently")
+    params[RESCALE.name] = RESCALE
+    return params
 
 
-def _wide(x: Tensor) -> Tensor:
-    # Projections lose precision in half types; float64 matches diffusers' APG exactly.
-    return x.double() if x.device.type != "mps" else x.float()
+RULE_PARAMS: dict[str, RuleParam] = _all_params()
+__all__ = ["BASES", "RULE_NAMES", "RULE_PARAMS", "GuidanceRule", "cfg", "guidance_norms", "guide", "perp_cfg",
+           "rescale", "split_guidance"]
 
 
-def cfg(eps_uncond: Tensor, eps_cond: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022).
-
-    ε̃ = u + w (c − u), with u = ε(x, t), c = ε(x, t | c) and w = ``scale``.
-    ``scale = 1`` returns the conditional prediction, ``scale = 0`` the unconditional.
-    """
-    return eps_uncond + scale * (eps_cond - eps_uncond)
-
-
-def split_guidance(eps_uncond: Tensor, eps_cond: Tensor, basis: Basis = "uncond") -> tuple[Tensor, Tensor]:
-    """Split Δ = c − u into the part along the basis and the part perpendicular to it.
-
-    Δ∥ = (⟨Δ, b⟩ / ⟨b, b⟩) b  and  Δ⊥ = Δ − Δ∥, per sample, where b = u (``"uncond"``)
-    or b = c (``"cond"``). A basis of (near) zero norm has no direction: Δ∥ = 0 then.
-    Returned in the input dtype.
-    """
-    if basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    delta = _wide(eps_cond - eps_uncond)
-    b = _wide(eps_uncond if basis == "uncond" else eps_cond)
-    dims = _dims(delta)
-    b_hat = torch.nn.functional.normalize(b, dim=dims, eps=1e-12)
-    parallel = (delta * b_hat).sum(dim=dims, keepdim=True) * b_hat
-    perpendicular = delta - parallel
-    return parallel.to(eps_cond.dtype), perpendicular.to(eps_cond.dtype)
-
-
-def perp_cfg(
-    eps_uncond: Tensor,
-    eps_cond: Tensor,
-    scale: float,
-    eta: float = 0.0,
-    basis: Basis = "uncond",
-) -> Tensor:
-    """Perpendicular CFG: guide only across the basis direction (plus η of the rest).
-
-    Δ = c − u = Δ∥ + Δ⊥ (see :func:`split_guidance`);
-    ε̃ = c + (w − 1)(Δ⊥ + η Δ∥).
-
-    ``basis="uncond"`` projects out the unconditional score direction (Perp-CFG);
-    ``basis="cond"`` is the APG decomposition (Sadat et al. 2024) without momentum or
-    norm threshold. ``scale = 1`` gives c; ``eta = 1`` gives :func:`cfg` exactly; with
-    ``eta = 0`` the update ε̃ − c is orthogonal to the basis.
-    """
-    parallel, perpendicular = split_guidance(eps_uncond, eps_cond, basis)
-    return eps_cond + (scale - 1) * (perpendicular + eta * parallel)
-
-
-def rescale(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
-    """CFG rescale (Lin et al. 2023, "Common diffusion noise schedules ... are flawed").
-
-    ε_r = ε̃ · std(c) / std(ε̃) (per sample), then ε = φ ε_r + (1 − φ) ε̃.
-    Undoes the variance growth of large guidance scales; φ = 0 is a no-op.
-    """
-    if phi == 0:
-        return guided
-    std_cond = eps_cond.std(dim=_dims(eps_cond), keepdim=True)
-    std_guided = guided.std(dim=_dims(guided), keepdim=True)
-    rescaled = guided * (std_cond / std_guided)
-    return phi * rescaled + (1 - phi) * guided
-
-
-def guidance_norms(eps_uncond: Tensor, eps_cond: Tensor, basis: Basis = "uncond") -> tuple[Tensor, Tensor]:
-    """Per-sample ‖Δ∥‖ and ‖Δ⊥‖ (float32, shape ``[B]``) for diagnostics.
-
-    ‖Δ∥‖ = |⟨Δ, b̂⟩| and ‖Δ⊥‖ = √(‖Δ‖² − ‖Δ∥‖²): two reductions, no projected tensors, so
-    recording them every step costs little next to the model call.
-    """
-    if basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    delta = (eps_cond.float() - eps_uncond.float()).flatten(1)
-    b = (eps_uncond if basis == "uncond" else eps_cond).float().flatten(1)
-    b_hat = b / b.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    parallel = (delta * b_hat).sum(dim=1).abs()
-    total_sq = delta.pow(2).sum(dim=1)
-    return parallel, (total_sq - parallel.pow(2)).clamp_min(0).sqrt()
-
-
-@dataclass(frozen=True)
 class GuidanceRule:
-    """A named rule with its parameters; ``apply`` is what the sampler loop calls."""
+    """A method by name with its parameters, validated against the registry; ``apply`` is what the loop calls.
 
-    name: str = "cfg"
-    scale: float = 7.5
-    eta: float = 0.0
-    basis: Basis = "uncond"
-    rescale: float = 0.0
-    space: Space = "eps"
+    ``GuidanceRule("perp-cfg", 7.5, eta=0.5, basis="cond", rescale=0.7, space="x0")``. Every registered
+    parameter has a value (its default unless given) and can be read as an attribute (``rule.eta``).
+    """
 
-    def __post_init__(self) -> None:
-        validate_rule(self)
+    __slots__ = ("name", "scale", "space", "options")
+
+    def __init__(self, name: str = "cfg", scale: float = 7.5, *, space: str = "eps", **options: Any) -> None:
+        if name not in METHODS:
+            raise ValueError(f"guidance must be one of {RULE_NAMES}, got {str(name)[:40]!r}")
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {str(space)[:40]!r}")
+        unknown = set(options) - set(RULE_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown guidance parameter(s) {sorted(unknown)}; known: {', '.join(RULE_PARAMS)}")
+        values = {p.name: p.check(options.get(p.name, p.default)) for p in RULE_PARAMS.values() if p is not SCALE}
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "scale", SCALE.check(scale))
+        object.__setattr__(self, "space", space)
+        object.__setattr__(self, "options", values)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("GuidanceRule is immutable")
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return object.__getattribute__(self, "options")[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GuidanceRule) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        used = ", ".join(f"{k}={v!r}" for k, v in self.used_options().items())
+        return f"GuidanceRule({self.name!r}, {self.scale:g}{', ' + used if used else ''}, space={self.space!r})"
+
+    def _key(self) -> tuple:
+        return self.name, self.scale, self.space, tuple(sorted(self.options.items()))
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.name]
 
     @property
     def needs_uncond(self) -> bool:
-        return self.name != "none"
+        return self.method.needs_uncond
+
+    def used_options(self) -> dict[str, Any]:
+        """The parameters this method reads, plus rescale when it is on."""
+        used = {p.name: self.options[p.name] for p in self.method.params}
+        if self.options["rescale"] and self.needs_uncond:
+            used["rescale"] = self.options["rescale"]
+        return used
 
     @property
     def formula(self) -> str:
-        text = FORMULAS[self.name]
-        if self.rescale and self.name != "none":
-            text += f";  then {FORMULAS['rescale']}"
+        text = self.method.formula
+        if self.options["rescale"] and self.needs_uncond:
+            text += f";  then {RESCALE_FORMULA}"
         return text
 
-    def apply(
-        self,
-        eps_uncond: Tensor | None,
-        eps_cond: Tensor,
-        x_t: Tensor | None = None,
-        alpha_bar: Tensor | float | None = None,
-    ) -> Tensor:
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: name, scale, the parameters used, formula and paper (for metadata)."""
+        return {"name": self.name, "scale": self.scale, **self.used_options(), "space": self.space,
+                "formula": self.formula, "paper": self.method.paper}
+
+    def apply(self, eps_uncond: Tensor | None, eps_cond: Tensor, x_t: Tensor | None = None,
+              alpha_bar: Tensor | float | None = None) -> Tensor:
         return guide(eps_uncond, eps_cond, self, x_t=x_t, alpha_bar=alpha_bar)
 
 
-def validate_rule(rule: GuidanceRule) -> None:
-    """Raise ``ValueError`` with a readable message for out-of-range parameters."""
-    if rule.name not in RULE_NAMES:
-        raise ValueError(f"guidance must be one of {RULE_NAMES}, got {rule.name!r}")
-    if rule.basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {rule.basis!r}")
-    if rule.space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, got {rule.space!r}")
-    for field, value, low, high in (
-        ("scale", rule.scale, 0.0, 100.0),
-        ("eta", rule.eta, 0.0, 1.0),
-        ("rescale", rule.rescale, 0.0, 1.0),
-    ):
-        if not isinstance(value, (int, float)) or value != value or not low <= value <= high:
-            raise ValueError(f"{field} must be a number in [{low:g}, {high:g}], got {value!r}")
-
-
-def eps_to_x0(eps: Tensor, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
-    """x0 = (x_t − √(1−ᾱ) ε) / √ᾱ under the variance-preserving forward process."""
-    a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x_t.device)
-    return ((x_t.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()).to(eps.dtype)
-
-
-def x0_to_eps(x0: Tensor, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
-    """ε = (x_t − √ᾱ x0) / √(1−ᾱ), the inverse of :func:`eps_to_x0`."""
-    a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x_t.device)
-    return ((x_t.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()).to(x0.dtype)
-
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-
-
-def to_eps(output: Tensor, x_t: Tensor, alpha_bar: Tensor | float, prediction_type: str = "epsilon") -> Tensor:
-    """A model output in its own parameterisation as ε (float32 unless it already is ε).
-
-    ``"v_prediction"``: ε = √ᾱ v + √(1−ᾱ) x_t (v = √ᾱ ε − √(1−ᾱ) x0, Salimans & Ho 2022);
-    ``"sample"``: ε = (x_t − √ᾱ x0) / √(1−ᾱ). ``"epsilon"`` returns ``output`` itself.
-    """
-    if prediction_type == "epsilon":
-        return output
-    a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x_t.device)
-    if prediction_type == "v_prediction":
-        return a.sqrt() * output.float() + (1 - a).sqrt() * x_t.float()
-    if prediction_type == "sample":
-        return x0_to_eps(output.float(), x_t, a)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-
-
-def from_eps(eps: Tensor, x_t: Tensor, alpha_bar: Tensor | float, prediction_type: str = "epsilon") -> Tensor:
-    """The inverse of :func:`to_eps`: ε back to the parameterisation the scheduler expects.
-
-    v = (ε − √(1−ᾱ) x_t) / √ᾱ. Keep ``eps`` in float32 for v: at t ≈ T, √ᾱ ≈ 0.006 and the
-    subtraction cancels all but the last few digits of a half-precision ε.
-    """
-    if prediction_type == "epsilon":
-        return eps
-    a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x_t.device)
-    if prediction_type == "v_prediction":
-        return (eps.float() - (1 - a).sqrt() * x_t.float()) / a.sqrt()
-    if prediction_type == "sample":
-        return eps_to_x0(eps.float(), x_t, a)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+def rule_from(values: Mapping[str, Any]) -> GuidanceRule:
+    """A rule from request values keyed by the registry's names (``guidance``, ``scale``, ``eta`` …)."""
+    options = {k: values[k] for k in RULE_PARAMS if k != SCALE.name and k in values}
+    return GuidanceRule(values.get("guidance", "cfg"), values.get("scale", SCALE.default), **options)
 
 
 def guide(
@@ -222,14 +136,17 @@ def guide(
     *,
     x_t: Tensor | None = None,
     alpha_bar: Tensor | float | None = None,
+    scale: float | Tensor | None = None,
 ) -> Tensor:
-    """Apply ``rule`` (by name) and optional rescale, in the eps or x0 space.
+    """Apply ``rule``'s method and optional rescale, in the eps or x0 space.
 
-    In ``space="x0"`` both predictions are mapped to x0 with :func:`eps_to_x0` using the
-    scheduler's ᾱ_t, combined there (as in APG), and mapped back to ε.
+    In ``space="x0"`` both predictions are mapped to x0 with the scheduler's ᾱ_t, combined there
+    (as in APG), and mapped back to ε. ``scale`` overrides the rule's scale, e.g. with a per-row
+    tensor ``[B, 1, …]`` (the sweep).
     """
-    if rule.name == "none":
-        return eps_cond
+    method = rule.method
+    if not method.needs_uncond:
+        return method.combine(None, eps_cond)
     if eps_uncond is None:
         raise ValueError(f"rule {rule.name!r} needs the unconditional prediction")
     if rule.space == "x0":
@@ -238,12 +155,10 @@ def guide(
         u, c = eps_to_x0(eps_uncond, x_t, alpha_bar), eps_to_x0(eps_cond, x_t, alpha_bar)
     else:
         u, c = eps_uncond, eps_cond
-    if rule.name == "cfg":
-        out = cfg(u, c, rule.scale)
-    else:
-        out = perp_cfg(u, c, rule.scale, eta=rule.eta, basis=rule.basis)
-    if rule.rescale:
-        out = rescale(out, c, rule.rescale)
+    params = {p.name: rule.options[p.name] for p in method.params}
+    out = method.combine(u, c, rule.scale if scale is None else scale, **params)
+    if rule.options["rescale"]:
+        out = rescale(out, c, rule.options["rescale"])
     if rule.space == "x0":
         out = x0_to_eps(out, x_t, alpha_bar)
     return out

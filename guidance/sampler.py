@@ -19,7 +19,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from guidance.rules import GuidanceRule, eps_to_x0, from_eps, guidance_norms, to_eps
+from guidance.methods.perp_cfg import guidance_norms
+from guidance.parameterization import eps_to_x0, from_eps, to_eps
+from guidance.rules import GuidanceRule
 
 
 @dataclass(frozen=True)

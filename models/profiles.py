@@ -81,6 +81,15 @@ class Profile:
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    def display_source(self, role: str) -> str:
+        """The role's source as it may be shown or stored: a hub id, or a folder relative to the repo.
+
+        Outputs, PNG metadata and snippets never carry an absolute local path; a folder outside the
+        repository is shown by its name alone.
+        """
+        source = self.source(role)
+        return "" if source is None else portable(source)
+
     @property
     def limits(self) -> Limits:
         return Limits.from_settings(self.settings.get("limits", {}))
@@ -100,6 +109,17 @@ class Profile:
     @property
     def description(self) -> str:
         return self.settings.get("meta", {}).get("description", "")
+
+
+def portable(source: str) -> str:
+    """A hub id as it is; a local path relative to the repository, or ``<local>/name`` when outside it."""
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return f"<local>/{path.name}"
 
 
 def _resolve(value: str, base: Path) -> str:

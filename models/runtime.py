@@ -47,6 +47,11 @@ def use_cpu_threads(runtime: Runtime, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+SEED_MAX = 2**63 - 1  # the one seed range of the app: 0 … SEED_MAX (−1 = random, resolved by the endpoints)
+
+
 def cpu_generator(seed: int) -> torch.Generator:
     """Noise is drawn on the CPU so one seed gives the same image on CPU and CUDA."""
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be a whole number between 0 and {SEED_MAX}, got {seed!r}")
     return torch.Generator("cpu").manual_seed(int(seed))

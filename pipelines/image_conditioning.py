@@ -15,7 +15,6 @@ Usable from a notebook without Gradio::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,7 +38,6 @@ from models.denoisers import UNetDenoiser
 from pipelines.text_to_image import (
     GenerationResult,
     SDComponents,
-    T2IParams,
     generate,
     latent_shape,
     prompt_contexts,
@@ -50,16 +48,7 @@ if TYPE_CHECKING:
     from models.image_loading import ClipReadout, IPAdapterComponents
 
 MODES = ("variations", "ip-adapter", "cross-modal")
-
-
-@dataclass(frozen=True)
-class ImageParams(T2IParams):
-    """The public parameters of ``/image_conditioning`` other than the image (names are the API)."""
-
-    mode: str = "variations"
-    image_scale: float = 0.6
-    mix: float = 0.0
-    scale: float = 3.0
+MAX_IMAGE_SCALE = 1.5  # IP-Adapter's image weight: 1 is its training weight, a little more is still usable
 
 
 class IPAdapterDenoiser(UNetDenoiser):
@@ -171,8 +160,8 @@ def ip_adapter(
     diagnostics: bool = True,
 ) -> GenerationResult:
     """Text + image prompt; the unconditional branch is the negative prompt with the zero image embedding."""
-    if not 0.0 <= image_scale <= 1.5:
-        raise ValueError(f"image_scale must be between 0 and 1.5, got {image_scale!r}")
+    if not 0.0 <= image_scale <= MAX_IMAGE_SCALE:
+        raise ValueError(f"image_scale must be between 0 and {MAX_IMAGE_SCALE:g}, got {image_scale!r}")
     sd = ipa.sd
     if pixels is None:
         pixels = ip_adapter_pixels(ipa, image)

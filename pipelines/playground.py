@@ -10,13 +10,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from PIL import Image
 
-from guidance.rules import GuidanceRule
+from guidance.rules import RULE_NAMES, GuidanceRule
 from guidance.sampler import ClassifierGuidance, SampleResult, StepState, initial_noise, sample
 from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, exact_classifier
 from models.runtime import cpu_generator
 from pipelines.plots import figure_to_image, subplots
 
-GUIDANCE_MODES = ("none", "cfg", "perp-cfg", "classifier")
+GUIDANCE_MODES = (*RULE_NAMES, "classifier")
 SAMPLERS = ("ddpm", "ddim")
 
 
@@ -36,11 +36,14 @@ def make_scheduler(sampler: str):
     return DDPMScheduler(**common) if sampler == "ddpm" else DDIMScheduler(**common, set_alpha_to_one=True)
 
 
+MAX_STEPS = 1000
+MAX_SAMPLES = 20_000
+
+
 def run_playground(
     guidance: str = "cfg",
     scale: float = 3.0,
-    eta: float = 0.0,
-    basis: str = "uncond",
+    *,
     target_class: str = "red",
     sampler: str = "ddpm",
     steps: int = 200,
@@ -48,14 +51,16 @@ def run_playground(
     seed: int = 0,
     mixture: GaussianMixture2D | None = None,
     callback: Callable[[StepState], None] | None = None,
+    **options,
 ) -> PlaygroundRun:
-    """Sample the mixture with a guidance mode; ``classifier`` uses the exact ∇ log p_t(c | x)."""
+    """Sample the mixture with a registry rule (``options``: its parameters, e.g. ``eta``, ``basis``) or with
+    ``"classifier"``: the unconditional model plus the exact ∇ log p_t(c | x), scaled by ``scale``."""
     if guidance not in GUIDANCE_MODES:
         raise ValueError(f"guidance must be one of {GUIDANCE_MODES}; got {guidance!r}")
-    if not 1 <= int(steps) <= 1000:
-        raise ValueError(f"steps must be between 1 and 1000; got {steps!r}")
-    if not 1 <= int(num_samples) <= 20000:
-        raise ValueError(f"num_samples must be between 1 and 20000; got {num_samples!r}")
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}; got {steps!r}")
+    if not 1 <= int(num_samples) <= MAX_SAMPLES:
+        raise ValueError(f"num_samples must be between 1 and {MAX_SAMPLES}; got {num_samples!r}")
     mixture = mixture or default_mixture()
     label = mixture.class_index(target_class)
     scheduler = make_scheduler(sampler)
@@ -68,7 +73,7 @@ def run_playground(
         denoiser = GMMDenoiser(mixture, label, alpha_bars)
         denoiser_call = _unconditional(denoiser)
     else:
-        rule = GuidanceRule(guidance, float(scale), eta=float(eta), basis=basis)
+        rule = GuidanceRule(guidance, float(scale), **options)
         classifier = None
         denoiser_call = GMMDenoiser(mixture, label, alpha_bars)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from guidance.rules import FORMULAS, Basis, Space, cfg, eps_to_x0, perp_cfg, rescale, x0_to_eps
+from guidance.rules import SCALE, GuidanceRule, guide
 from guidance.sampler import SampleResult, StepState
 from models.denoisers import UNetDenoiser
 from models.runtime import cpu_generator
@@ -25,7 +26,7 @@ SWEEP_RULES = ("cfg", "perp-cfg")
 MAX_SWEEP_SCALES = 8
 
 
-def parse_scales(text: str | list | tuple, low: float = 0.0, high: float = 30.0) -> list[float]:
+def parse_scales(text: str | list | tuple, low: float = SCALE.low, high: float = SCALE.high) -> list[float]:
     """``"1, 3, 7.5"`` (or a list) as floats, each finite and in range, at most MAX_SWEEP_SCALES of them."""
     parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()] if isinstance(text, str) else list(text)
     if not parts:
@@ -39,37 +40,48 @@ def parse_scales(text: str | list | tuple, low: float = 0.0, high: float = 30.0)
         except (TypeError, ValueError):
             raise ValueError(f"scales must be numbers separated by commas; {str(p).strip()[:40]!r} is not") from None
         if not math.isfinite(v) or not low <= v <= high:
-            raise ValueError(f"each scale must be between {low:g} and {high:g}, got {str(p).strip()[:40]!r}")
+            raise ValueError(f"scales must each be between {low:g} and {high:g}, got {str(p).strip()[:40]!r}")
         scales.append(v)
     return scales
 
 
 @dataclass(frozen=True)
 class PerRowRule:
-    """A guidance rule with a scale and a rule name per batch row (same interface as ``GuidanceRule``)."""
+    """Registry rules with a scale and a rule name per batch row (the loop calls ``apply`` like a ``GuidanceRule``).
+
+    Rows that share a rule are guided together by ``guidance.rules.guide`` with a per-row scale tensor, so
+    each row gets exactly what a single run with that rule and scale gets; ``options`` (η, basis, rescale …)
+    are validated by the registry like any rule's.
+    """
 
     names: tuple[str, ...]
     scales: tuple[float, ...]
-    eta: float = 0.0
-    basis: Basis = "uncond"
-    rescale: float = 0.0
-    space: Space = "eps"
+    options: tuple[tuple[str, Any], ...] = ()
+    space: str = "eps"
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.scales):
             raise ValueError("PerRowRule needs one rule name per scale")
-        unknown = set(self.names) - set(SWEEP_RULES)
-        if unknown:
-            raise ValueError(f"sweep rules must be among {SWEEP_RULES}, got {sorted(unknown)}")
+        for name, scale in zip(self.names, self.scales, strict=True):
+            rule = self.rule(name, scale)
+            if not rule.needs_uncond or rule.method.stateful or rule.method.extra_branches:
+                raise ValueError(f"a sweep row cannot use {name!r}: it must combine two branches without state")
+
+    def rule(self, name: str, scale: float) -> GuidanceRule:
+        return GuidanceRule(name, scale, space=self.space, **dict(self.options))
 
     @property
     def needs_uncond(self) -> bool:
         return True
 
     @property
+    def basis(self) -> str:
+        return dict(self.options).get("basis", "uncond")
+
+    @property
     def formula(self) -> str:
-        text = "; ".join(f"{n}: {FORMULAS[n]}" for n in dict.fromkeys(self.names))
-        return text + (f";  then {FORMULAS['rescale']}" if self.rescale else "")
+        first = dict(zip(self.names, self.scales, strict=True))
+        return "; ".join(f"{name}: {self.rule(name, scale).formula}" for name, scale in first.items())
 
     def apply(
         self,
@@ -82,20 +94,14 @@ class PerRowRule:
             raise ValueError("the sweep needs the unconditional prediction")
         if eps_cond.shape[0] != len(self.names):
             raise ValueError(f"batch of {eps_cond.shape[0]} rows for {len(self.names)} sweep cells")
-        if self.space == "x0":
-            u, c = eps_to_x0(eps_uncond, x_t, alpha_bar), eps_to_x0(eps_cond, x_t, alpha_bar)
-        else:
-            u, c = eps_uncond, eps_cond
-        shape = (-1,) + (1,) * (c.ndim - 1)
-        w = torch.tensor(self.scales, dtype=c.dtype, device=c.device).reshape(shape)
-        perp_rows = torch.tensor([n == "perp-cfg" for n in self.names], device=c.device).reshape(shape)
-        out = cfg(u, c, w)
-        if perp_rows.any():
-            out = torch.where(perp_rows, perp_cfg(u, c, w, eta=self.eta, basis=self.basis), out)
-        if self.rescale:
-            out = rescale(out, c, self.rescale)
-        if self.space == "x0":
-            out = x0_to_eps(out, x_t, alpha_bar)
+        out = torch.empty_like(eps_cond)
+        shape = (-1,) + (1,) * (eps_cond.ndim - 1)
+        for name in dict.fromkeys(self.names):
+            rows = torch.tensor([n == name for n in self.names], device=eps_cond.device)
+            scale = torch.tensor([s for n, s in zip(self.names, self.scales, strict=True) if n == name],
+                                 dtype=eps_cond.dtype, device=eps_cond.device).reshape(shape)
+            out[rows] = guide(eps_uncond[rows], eps_cond[rows], self.rule(name, 1.0),
+                              x_t=None if x_t is None else x_t[rows], alpha_bar=alpha_bar, scale=scale)
         return out
 
 
@@ -115,9 +121,7 @@ def guidance_sweep(
     *,
     negative_prompt: str = "",
     rules: tuple[str, ...] = SWEEP_RULES,
-    eta: float = 0.0,
-    basis: Basis = "uncond",
-    rescale_phi: float = 0.0,
+    options: dict[str, Any] | None = None,
     steps: int = 25,
     width: int | None = None,
     height: int | None = None,
@@ -126,12 +130,15 @@ def guidance_sweep(
     callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True,
 ) -> SweepResult:
-    """Every (rule, scale) cell from the same seed in one batched run of the sampler loop."""
+    """Every (rule, scale) cell from the same seed in one batched run of the sampler loop.
+
+    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …).
+    """
     width, height = resolve_size(sd, width, height)
     cells = [(r, float(s)) for r in rules for s in scales]
     n = len(cells)
     cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
-    rule = PerRowRule(tuple(r for r, _ in cells), tuple(s for _, s in cells), eta, basis, rescale_phi)
+    rule = PerRowRule(tuple(r for r, _ in cells), tuple(s for _, s in cells), tuple((options or {}).items()))
     # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
     generators = [cpu_generator(seed) for _ in range(n)]
     images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule, latent_shape(sd, width, height, n),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -20,7 +20,6 @@ from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
 from guidance.sampler import SampleResult, StepState, initial_noise, sample
 from models.denoisers import UNetDenoiser
-from models.profiles import Limits
 from models.runtime import cpu_generator
 from pipelines.attention import AttentionStore, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
@@ -59,50 +58,10 @@ class GenerationResult:
     attention: Tensor | None = None  # [B, h, w, tokens] mean cross-attention on the latent grid
 
 
-@dataclass(frozen=True)
-class T2IParams:
-    """The public parameters of ``/text_to_image`` (names and defaults are the API)."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance: str = "cfg"
-    scale: float = 7.5
-    eta: float = 0.0
-    basis: str = "uncond"
-    rescale: float = 0.0
-    steps: int = 25
-    width: int = 512
-    height: int = 512
-    seed: int = 0
-    scheduler: str = "ddim"
-    num_images: int = 1
-
-    @property
-    def rule(self) -> GuidanceRule:
-        return GuidanceRule(self.guidance, self.scale, self.eta, self.basis, self.rescale)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def check_size(width: int, height: int, multiple: int = 8) -> None:
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or v < multiple or v % multiple:
             raise ValueError(f"{name} must be a positive multiple of {multiple}, got {v!r}")
-
-
-def check_limits(limits: Limits, *, width: int, height: int, steps: int, num_images: int = 1) -> None:
-    """The profile's caps, checked before any model work (``ValueError`` says which cap and how to raise it)."""
-    if width * height > limits.max_pixels:
-        raise ValueError(
-            f"{width}x{height} is {width * height} pixels, above this profile's cap of {limits.max_pixels} "
-            f"(max_pixels in the profile's [limits], or CONDLAB_MAX_PIXELS)"
-        )
-    if not 1 <= steps <= limits.max_steps:
-        raise ValueError(f"steps must be between 1 and {limits.max_steps} (this profile's max_steps), got {steps}")
-    if not 1 <= num_images <= limits.max_images:
-        raise ValueError(f"num_images must be between 1 and {limits.max_images} (this profile's max_images), "
-                         f"got {num_images}")
 
 
 def to_pil(image: Tensor) -> Image.Image:

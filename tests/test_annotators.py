@@ -203,22 +203,18 @@ def test_no_person_gives_zero_and_a_black_map(blank_pose_folder, photo):
 
 
 def test_no_person_through_the_controlnet_endpoint(blank_pose_folder, photo, tiny_sd_folder, tmp_path_factory):
-    from ui.controlnet import make_endpoints
+    from tasks.controlnet import CONTROLNET
 
     root = tmp_path_factory.mktemp("pose_profile")
     pose = build_tiny_controlnet(root / "pose", tiny_sd_folder, seed=3)
     profile = root / "tiny_pose.toml"
     profile.write_text(f'sd = "{tiny_sd_folder}"\ncontrolnet_pose = "{pose}"\nannotators = "{blank_pose_folder}"\n'
                        "[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\n")  # fmt: skip
-    controlnet, _, _ = make_endpoints(load_profile(profile))
-    # Outside a Gradio request gr.Warning falls back to warnings.warn: harmless, and it carries the note.
-    with pytest.warns(UserWarning, match="No person was found"):
-        cmap, gallery, plot, meta = controlnet(
-            photo, control="pose", preprocess=True, preprocess_resolution=RES, prompt="an astronaut", steps=2,
-            width=32, height=32, seed=0,
-        )  # fmt: skip
+    result = CONTROLNET(load_profile(profile), image=photo, control="pose", preprocess=True,
+                        preprocess_resolution=RES, prompt="an astronaut", steps=2, width=32, height=32, seed=0)
+    cmap, gallery, plot, meta = result.values(CONTROLNET.spec)
     assert cmap.size == (RES, RES) and not np.asarray(cmap).any()
-    assert meta["notes"] == [NO_PERSON]
+    assert result.notes == meta["notes"] == [NO_PERSON]  # the UI shows the note as a warning
     assert meta["parameters"]["control"] == "pose" and meta["controlnet_steps_on"] == [2]
     assert len(gallery) == 1 and gallery[0][0].size == (32, 32)
     assert isinstance(plot, Image.Image)

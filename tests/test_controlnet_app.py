@@ -82,11 +82,14 @@ def test_multi_controlnet_endpoint(setup):
 
     client, root, _ = setup
     maps, gallery, _, meta = client.predict(
-        handle_file(str(PHOTO)), None, "canny", "depth", False, 100, 200, 512, "a cat", "", "cfg", 5.0,
-        1.0, 0.0, 0.5, 0.7, 0.5, 1.0, 2, SIZE, SIZE, 1, "ddim", 1, api_name="/controlnet_multi",
+        image=handle_file(str(PHOTO)), image_b=None, control_a="canny", control_b="depth", preprocess=False,
+        prompt="a cat", guidance="cfg", scale=5.0, conditioning_scale_a=1.0, guidance_start_a=0.0,
+        guidance_end_a=0.5, conditioning_scale_b=0.7, guidance_start_b=0.5, guidance_end_b=1.0, steps=2, width=SIZE,
+        height=SIZE, seed=1, scheduler="ddim", num_images=1, api_name="/controlnet_multi",
     )
     assert len(maps) == 2 and len(gallery) == 1
-    assert [c["control"] for c in meta["parameters"]["controls"]] == ["canny", "depth"]
+    assert [meta["parameters"][f"control_{tag}"] for tag in "ab"] == ["canny", "depth"]
+    assert meta["controlnet_steps_on"] == [1, 1]  # A on the first half of two steps, B on the second
 
 
 def test_zero_conv_endpoint(setup):

@@ -31,41 +31,27 @@ SIZE = 32
 UPLOAD = object()  # placeholder for "a good photo" in the base requests
 BOMB_SIDE = 12_000
 
-# The cheapest valid request per endpoint: the "does it still serve" check after each bad case.
-BASE = {
-    "/text_to_image": dict(prompt="a red cat", negative_prompt="", guidance="cfg", scale=3.0, eta=0.0, basis="uncond",
-                           rescale=0.0, steps=1, width=SIZE, height=SIZE, seed=1, scheduler="ddim", num_images=1,
-                           attention_token=""),
-    "/guidance_sweep": dict(prompt="a red cat", negative_prompt="", scales="1, 3", eta=0.0, basis="uncond",
-                            rescale=0.0, steps=1, width=SIZE, height=SIZE, seed=1, scheduler="ddim"),
-    "/controlnet": dict(image=UPLOAD, control="canny", preprocess=True, low_threshold=100, high_threshold=200,
-                        preprocess_resolution=64, prompt="a cat", negative_prompt="", guidance="cfg", scale=3.0,
-                        eta=0.0, basis="uncond", rescale=0.0, conditioning_scale=1.0, guidance_start=0.0,
-                        guidance_end=1.0, steps=1, width=SIZE, height=SIZE, seed=1, scheduler="ddim", num_images=1,
-                        pose_hands=False, pose_face=False),
-    "/controlnet_multi": dict(image=UPLOAD, image_b=None, control_a="canny", control_b="depth", preprocess=False,
-                              low_threshold=100, high_threshold=200, preprocess_resolution=64, prompt="a cat",
-                              negative_prompt="", guidance="cfg", scale=3.0, conditioning_scale_a=1.0,
-                              guidance_start_a=0.0, guidance_end_a=1.0, conditioning_scale_b=1.0, guidance_start_b=0.0,
-                              guidance_end_b=1.0, steps=1, width=SIZE, height=SIZE, seed=1, scheduler="ddim",
-                              num_images=1),
-    "/zero_conv": dict(seed=0, latent_size=2),
-    "/classifier_guidance": dict(class_name="golden retriever", class_id=None, model="64x64", classifier_scale=1.0,
-                                 steps="ddim2", sampler="ddim", seed=1, num_images=1, compare_clean=False),
-    "/image_conditioning": dict(image=UPLOAD, mode="variations", prompt="a cat", negative_prompt="", image_scale=0.6,
-                                mix=0.0, guidance="cfg", scale=3.0, eta=0.0, basis="uncond", rescale=0.0, steps=1,
-                                width=SIZE, height=SIZE, seed=1, scheduler="ddim", num_images=1),
-    "/playground": dict(guidance="cfg", scale=3.0, eta=0.0, basis="uncond", target_class="red", sampler="ddpm",
-                        steps=5, num_samples=100, seed=0),
-}
-TEXT = ("prompt", "negative_prompt", "attention_token", "scales", "class_name")
-ENUM = ("guidance", "basis", "scheduler", "control", "control_a", "control_b", "model", "sampler", "mode",
-        "target_class")
-FLAG = ("preprocess", "pose_hands", "pose_face", "compare_clean")
-STEPS = ("steps",)
-SIZES = ("width", "height")
-SEEDS = ("seed",)
-UPLOADS = ("image", "image_b")
+
+def endpoints(profile_path) -> dict:
+    """Every served endpoint's spec, bound to the test profile (the corpus is generated from these)."""
+    from models.profiles import load_profile
+    from tasks import all_tasks
+
+    profile = load_profile(str(profile_path))
+    return {task.spec.api_name: task.spec.bind(profile) for task in all_tasks()}
+
+
+def base_requests(bound: dict) -> dict[str, dict]:
+    """The cheapest valid request per endpoint (the specs' quick values; uploads a good photo)."""
+    base = {}
+    for api, endpoint in bound.items():
+        request = endpoint.quick_request()
+        for f in endpoint.fields:
+            if f.kind == "image" and request[f.name] is not None:
+                request[f.name] = UPLOAD
+        base[api] = request
+    return base
+
 
 # What a clean message must not contain: a traceback, an internal path, Gradio's anonymous failure.
 LEAKS = re.compile(r"Traceback|File \"|/work/|/tmp/|/home/|/root/|site-packages|upstream (Gradio )?app")
@@ -119,60 +105,22 @@ def bad_files(root: Path) -> dict[str, tuple[Path | None, str]]:
     return files
 
 
-def corpus(files: dict) -> list[tuple[str, str, dict, str]]:
-    """(endpoint, case name, overrides, expected) for every parameter of every endpoint.
+def corpus(bound: dict, files: dict) -> list[tuple[str, str, dict, str]]:
+    """(endpoint, case name, overrides, expected) for every field of every endpoint, from the fields' own cases.
 
     expected: "ok" (must succeed), "error" (must be refused with a clean message) or "any" (either, but clean).
     """
     cases = []
-    covered: set[str] = set()
-    for api, base in BASE.items():
-        for p in base:
-            # These two endpoints share their validators with /text_to_image and /controlnet: test only what is new.
-            if api in ("/guidance_sweep", "/controlnet_multi") and p in covered:
-                continue
-
-            def add(name, value, expect, p=p, api=api):
-                cases.append((api, f"{p}={name}", {p: value}, expect))
-
-            if p in TEXT:
-                add("empty", "", "any")  # empty scales / class name are refused; an empty prompt is fine
-                add("10000 chars", "a red cat " * 1000, "ok" if "prompt" in p else "any")
-                add("30000 chars", "x" * 30_000, "error")
-                add("non-ASCII", "猫 🐱 naïve — Ωμέγα 日本語", "ok" if "prompt" in p else "any")
-                add("control chars", "\x00\x01\x07\x1b[31m\r\n\t\x7f\u202e", "ok" if "prompt" in p else "any")
-            elif p in ENUM:
-                add("unknown", "bogus", "error")
-                add("empty", "", "error")
-                add("number", 3, "error")
-            elif p in FLAG:
-                add("string", "maybe", "error")
-            elif p in UPLOADS:
+    for api, endpoint in bound.items():
+        for field in endpoint.fields:
+            if field.kind == "image":
                 for name, (_path, expect) in files.items():
-                    if p == "image_b" and name == "none":
-                        continue  # image_b empty means "reuse image": valid
-                    add(name, ("FILE", name), expect)
-            else:
-                is_steps, is_size, is_seed = p in STEPS, p in SIZES, p in SEEDS
-                if is_steps and api != "/classifier_guidance":
-                    add("0", 0, "error")
-                    add("10^6", 10**6, "error")
-                if is_steps and api == "/classifier_guidance":
-                    for bad in ("0", "1000000", "ddim0", "ddim1000000", "nan", "ddim-3", "bogus", ""):
-                        add(repr(bad), bad, "error")
-                    continue
-                if is_size:
-                    for bad in (1, 7, 9, 100_000):
-                        add(str(bad), bad, "error")
-                if is_seed:
-                    add("-2", -2, "error")
-                    add("2^64", 2**64, "error")
-                for name in ("nan", "-inf"):
-                    add(f'"{name}"', name, "error")
-                add("negative", -3.5, "any" if p == "class_id" else "error")
-                add("1e308", 1e308, "error")
-                add("text", "twelve", "error")
-        covered |= set(base)
+                    if field.optional and name == "none":
+                        expect = "any"  # an optional upload left empty is a valid request or a clear refusal
+                    cases.append((api, f"{field.name}={name}", {field.name: ("FILE", name)}, expect))
+                continue
+            for name, value, expect in field.cases():
+                cases.append((api, f"{field.name}={name}", {field.name: value}, expect))
     # A real float NaN: gradio_client cannot encode it (strict JSON), so it fails in the client; recorded as such.
     cases.append(("/text_to_image", "scale=float('nan')", {"scale": float("nan")}, "any"))
     return cases
@@ -185,7 +133,9 @@ def corpus(files: dict) -> list[tuple[str, str, dict, str]]:
 def app(everything_profile, tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
     env = {"CONDLAB_DEVICE": "cpu", "TORCH_HOME": str(root / "torch"), "CONDLAB_ADM_CACHE": str(root / "adm")}
+    bound = endpoints(everything_profile)
     with live_app(everything_profile, env=env) as client:
+        client.bound, client.base = bound, base_requests(bound)
         yield client, root
 
 
@@ -199,7 +149,7 @@ def _resolve(value, files):
 
 
 def call(client, api: str, overrides: dict, files: dict):
-    kwargs = {k: _resolve(v, files) for k, v in {**BASE[api], **overrides}.items()}
+    kwargs = {k: _resolve(v, files) for k, v in {**client.base[api], **overrides}.items()}
     return client.predict(**kwargs, api_name=api)
 
 
@@ -221,7 +171,8 @@ def has_golden_adm() -> bool:
 def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_serving(app):
     client, root = app
     files = bad_files(root)
-    cases = corpus(files)
+    cases = corpus(client.bound, files)
+    assert {c[0] for c in cases} == set(client.bound), "every endpoint has cases"
     if not has_golden_adm():
         cases = [c for c in cases if c[0] != "/classifier_guidance"]
     started = time.perf_counter()
@@ -388,7 +339,7 @@ MODEL_ENDPOINTS = ("text_to_image", "guidance_sweep", "controlnet", "controlnet_
 
 def test_model_endpoints_share_one_serialized_queue(everything_profile):
     import app as app_module
-    from ui.common import GPU_QUEUE
+    from ui.endpoint import GPU_QUEUE
 
     demo = app_module.build_app(app_module.load_profile(str(everything_profile)))
     fns = {fn.api_name: fn for fn in demo.fns.values() if isinstance(fn.api_name, str)}
@@ -435,7 +386,7 @@ def test_burst_of_16_mixed_jobs_matches_each_job_alone(app):
     baseline = rss_mb(proc)
     started = time.perf_counter()
     with PeakRSS(client.app_pid) as peak:
-        jobs = [client.submit(**{k: _resolve(v, files) for k, v in {**BASE[api], **kw}.items()}, api_name=api)
+        jobs = [client.submit(**{k: _resolve(v, files) for k, v in {**client.base[api], **kw}.items()}, api_name=api)
                 for api, kw in requests]
         burst = [job.result(timeout=600) for job in jobs]
     burst_s = time.perf_counter() - started

@@ -17,7 +17,7 @@ from models.profiles import load_profile
 from models.runtime import pick_runtime
 from pipelines.image_conditioning import variation_pixels
 from pipelines.metadata import read_png_metadata
-from ui.image_conditioning import make_endpoint
+from tasks.image_conditioning import IMAGE_CONDITIONING
 
 CPU32 = pick_runtime("cpu", "float32")
 BASE = dict(prompt="a red cat", negative_prompt="", image_scale=0.6, mix=0.0, guidance="cfg", scale=3.0, eta=0.0,
@@ -134,9 +134,7 @@ def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(setup):
 def test_missing_roles_are_named(tmp_path):
     profile_path = tmp_path / "bare.toml"
     profile_path.write_text("[limits]\nmax_pixels = 4096\n")
-    endpoint = make_endpoint(load_profile(profile_path))
-    import gradio as gr
-
+    profile = load_profile(profile_path)
     for mode, role in (("variations", "image_variations"), ("ip-adapter", "ip_adapter")):
-        with pytest.raises(gr.Error, match=role):
-            endpoint(None, mode, **BASE, progress=None)
+        with pytest.raises(ValueError, match=role):
+            IMAGE_CONDITIONING(profile, image=None, mode=mode, **BASE)

@@ -6,17 +6,8 @@ from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.guiders.adaptive_projected_guidance import normalized_guidance
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-from guidance.rules import (
-    GuidanceRule,
-    cfg,
-    eps_to_x0,
-    guidance_norms,
-    guide,
-    perp_cfg,
-    rescale,
-    split_guidance,
-    x0_to_eps,
-)
+from guidance.parameterization import eps_to_x0, x0_to_eps
+from guidance.rules import GuidanceRule, cfg, guidance_norms, guide, perp_cfg, rescale, split_guidance
 
 SHAPES = [(3, 4, 8, 8), (2, 2), (4, 3, 5), (1, 4, 16, 16)]
 DTYPES = [(torch.float32, 1e-5), (torch.float16, 2e-2), (torch.bfloat16, 1e-1)]
@@ -127,7 +118,7 @@ def test_bad_parameters_raise_value_error(kwargs):
 def test_prediction_type_conversions_round_trip_and_match_diffusers(kind):
     from diffusers import DDPMScheduler
 
-    from guidance.rules import from_eps, to_eps
+    from guidance.parameterization import from_eps, to_eps
 
     sched = DDPMScheduler(beta_schedule="linear")
     g = torch.Generator().manual_seed(0)

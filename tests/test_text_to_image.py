@@ -1,13 +1,13 @@
-"""Text-to-image tab, library level: the endpoint functions against diffusers' StableDiffusionPipeline."""
+"""Text-to-image tab, library level: the Gradio-free tasks against diffusers' StableDiffusionPipeline."""
 
 import ast
 
-import gradio as gr
 import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
+from task_calls import positional
 
 from guidance.rules import GuidanceRule
 from models.loading import load_sd
@@ -18,11 +18,15 @@ from pipelines.metadata import client_snippet, read_png_metadata, save_png
 from pipelines.schedulers import make_scheduler
 from pipelines.sweep import guidance_sweep, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image
-from ui.text_to_image import make_endpoints
+from tasks.text_to_image import GUIDANCE_SWEEP, TEXT_TO_IMAGE
 
 CPU32 = pick_runtime("cpu", "float32")
 PROMPT = "a photo of a red cat"
 SMALL = dict(steps=4, width=32, height=32)
+
+
+def make_endpoints(profile):
+    return positional(TEXT_TO_IMAGE, profile), positional(GUIDANCE_SWEEP, profile)
 
 
 
@@ -89,7 +93,7 @@ def test_half_precision_end_to_end(endpoints, monkeypatch, dtype):
     monkeypatch.setenv("CONDLAB_DTYPE", dtype)
     try:
         gallery, _, meta, *_ = t2i(PROMPT, "dog", "perp-cfg", 7.5, 0.0, "uncond", 0.7, 3, 32, 32, 1, "dpm++2m", 1, "")
-    except gr.Error as e:
+    except ValueError as e:
         if dtype == "float16" and "NotImplementedError" in str(e):
             pytest.skip(f"float16 CPU kernels missing: {e}")
         raise
@@ -116,7 +120,7 @@ def test_bad_input_rejected_before_model_work(tmp_path, bad, word):
     t2i, _ = make_endpoints(load_profile(write_profile(tmp_path, str(tmp_path / "missing"))))
     kw = dict(prompt="x", guidance="cfg", scale=7.5, eta=0.0, basis="uncond", rescale=0.0, steps=2, width=32,
               height=32, seed=0, scheduler="ddim", num_images=1)
-    with pytest.raises(gr.Error, match=word):
+    with pytest.raises(ValueError, match=word):
         t2i(**{**kw, **bad})
 
 
@@ -124,14 +128,14 @@ def test_missing_role_and_missing_model_messages(tmp_path):
     t2i, sweep = make_endpoints(load_profile(write_profile(tmp_path, None)))
     for call in (lambda: t2i("x", "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 0, "ddim", 1, ""),
                  lambda: sweep("x", "", "1, 2", 0, "uncond", 0, 2, 32, 32, 0, "ddim")):
-        with pytest.raises(gr.Error) as err:
+        with pytest.raises(ValueError) as err:
             call()
-        assert "names no 'sd' model" in err.value.message
+        assert "names no 'sd' model" in str(err.value)
     missing = str(tmp_path / "nowhere")
     t2i, _ = make_endpoints(load_profile(write_profile(tmp_path, missing)))
-    with pytest.raises(gr.Error) as err:
+    with pytest.raises(ValueError) as err:
         t2i("x", "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 0, "ddim", 1, "")
-    message = err.value.message
+    message = str(err.value)
     assert "'sd'" in message and missing in message and "profile" in message
 
 
@@ -145,7 +149,7 @@ def test_long_prompt_is_truncated_and_reported(endpoints):
 def test_batched_sweep_equals_individual_runs(tiny_sd_folder, scheduler):
     sd = load_sd(str(tiny_sd_folder), CPU32)
     small = dict(SMALL, steps=3)
-    out = guidance_sweep(sd, PROMPT, [1.0, 12.0], negative_prompt="dog", eta=0.2, rescale_phi=0.3, seed=11,
+    out = guidance_sweep(sd, PROMPT, [1.0, 12.0], negative_prompt="dog", options=dict(eta=0.2, rescale=0.3), seed=11,
                          scheduler=scheduler, **small)
     assert out.images.shape == (4, 3, 32, 32)
     for k, (name, scale) in enumerate(out.cells):
@@ -160,7 +164,7 @@ def test_sweep_endpoint_and_scale_parsing(endpoints):
     _, sweep = endpoints
     grid, meta, seed = sweep(PROMPT, "", "1, 7.5", 0, "uncond", 0, 2, 32, 32, 5, "ddim")
     assert seed == 5 and meta["batched_rows"] == 4 and isinstance(grid, Image.Image)
-    assert read_png_metadata(grid)["parameters"]["scales"] == [1.0, 7.5]
+    assert read_png_metadata(grid)["parameters"]["scales"] == "1, 7.5"  # as the endpoint takes it
     assert parse_scales(" 1;3 ,7.5") == [1.0, 3.0, 7.5]
     for bad in ("", "1, x", "nan", "-1", "31", ",".join(["1"] * 9)):
         with pytest.raises(ValueError):
@@ -196,7 +200,7 @@ def test_attention_endpoint_overlay_and_token_lookup(endpoints):
     assert token_positions(["re", "d", "cat"], "red") == [1, 2]
     with pytest.raises(ValueError, match="not in the prompt"):
         token_positions(["a", "cat"], "dog")
-    with pytest.raises(gr.Error, match="not in the prompt"):
+    with pytest.raises(ValueError, match="not in the prompt"):
         t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 1, "ddim", 1, "zebra")
 
 
@@ -210,3 +214,17 @@ def test_png_metadata_round_trip_and_snippet(tmp_path, endpoints):
     assert "api_name='/text_to_image'" in snippet and "seed=9" in snippet
     code = client_snippet("guidance_sweep", {"prompt": "a 'quoted' prompt", "scales": [1.0, 2.0]})
     ast.parse(code)
+
+
+def test_timeout_stops_at_a_step_boundary_with_a_clear_message(tiny_sd_folder, tmp_path, monkeypatch):
+    from tasks.spec import RunTimeout
+
+    profile = load_profile(write_profile(tmp_path, str(tiny_sd_folder)))
+    seen = []
+    monkeypatch.setenv("CONDLAB_TIMEOUT_S", "0")
+    with pytest.raises(RunTimeout, match=r"stopped at step 1 of 4 .*allows 0 s per request") as err:
+        TEXT_TO_IMAGE(profile, lambda done, total, desc: seen.append(done), prompt=PROMPT, **SMALL)
+    assert isinstance(err.value, ValueError)  # the UI turns it into a gr.Error like any bad request
+    assert seen == [0, 1]  # the loading notice, then one step: it stopped at the first boundary
+    monkeypatch.setenv("CONDLAB_TIMEOUT_S", "600")
+    assert len(TEXT_TO_IMAGE(profile, prompt=PROMPT, **SMALL).outputs["images"]) == 1  # and the next one runs

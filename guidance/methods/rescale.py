@@ -1,0 +1,26 @@
+"""CFG rescale: a correction applied after any rule."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from guidance.methods.base import RuleParam
+
+
+def rescale(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
+    """CFG rescale (Lin et al. 2023, "Common diffusion noise schedules ... are flawed").
+
+    ε_r = ε̃ · std(c) / std(ε̃) (per sample), then ε = φ ε_r + (1 − φ) ε̃.
+    Undoes the variance growth of large guidance scales; φ = 0 is a no-op.
+    """
+    if phi == 0:
+        return guided
+    dims = list(range(1, eps_cond.ndim))
+    std_cond = eps_cond.std(dim=dims, keepdim=True)
+    std_guided = guided.std(dim=dims, keepdim=True)
+    rescaled = guided * (std_cond / std_guided)
+    return phi * rescaled + (1 - phi) * guided
+
+
+FORMULA = "ε ← φ · ε · std(c)/std(ε) + (1 − φ) · ε"
+RESCALE = RuleParam("rescale", 0.0, "rescale φ (after any rule)", low=0.0, high=1.0)

@@ -1,0 +1,21 @@
+"""Gradio-free tasks: one per endpoint, each an :class:`~tasks.spec.EndpointSpec` plus its ``run`` function.
+
+Usable from a notebook or a script (``TEXT_TO_IMAGE(load_profile("toy"), prompt="a red circle")``); ``ui/``
+only lays them out.
+"""
+
+from __future__ import annotations
+
+from tasks.spec import Task
+
+
+def all_tasks() -> tuple[Task, ...]:
+    """Every endpoint of the app, in the order the tabs show them."""
+    from tasks.classifier_guidance import CLASSIFIER_GUIDANCE
+    from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, ZERO_CONV
+    from tasks.image_conditioning import IMAGE_CONDITIONING
+    from tasks.playground import PLAYGROUND
+    from tasks.text_to_image import GUIDANCE_SWEEP, TEXT_TO_IMAGE
+
+    return (TEXT_TO_IMAGE, GUIDANCE_SWEEP, CONTROLNET, CONTROLNET_MULTI, ZERO_CONV, CLASSIFIER_GUIDANCE,
+            IMAGE_CONDITIONING, PLAYGROUND)

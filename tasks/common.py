@@ -1,0 +1,95 @@
+"""Fields and checks shared by the endpoints: prompts, the guidance registry's parameters, sampling settings."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE
+from models.loading import sd_native_size
+from models.profiles import ROOT
+from pipelines.schedulers import SCHEDULERS
+from tasks import fields as F
+from tasks.fields import Field
+
+if TYPE_CHECKING:
+    from models.profiles import Profile
+    from tasks.spec import Params
+
+TOY_EXAMPLES = ROOT / "assets" / "toy" / "examples"
+PHOTOS = ROOT / "assets" / "photos"
+
+
+def is_toy(profile: Profile) -> bool:
+    return profile.name == "toy"
+
+
+def toy_example(name: str) -> str:
+    """A shapes-world input shipped for the toy profile's examples (``scripts/make_toy_examples.py``)."""
+    return str(TOY_EXAMPLES / f"{name}.png")
+
+
+def default_side(profile: Profile, role: str) -> int:
+    """The role's ``size`` option, else a local model's native size, else 512; always within the pixel cap."""
+    source = profile.source(role)
+    size = profile.options(role).get("size") or (sd_native_size(source) if source else None) or 512
+    side = min(int(size), int(math.isqrt(profile.limits.max_pixels)))
+    return max(F.SIZE_MULTIPLE, side - side % F.SIZE_MULTIPLE)
+
+
+def prompt_fields(default: str = "", label: str = "prompt") -> tuple[Field, Field]:
+    return (F.text("prompt", default, label, prose=True, lines=2),
+            F.text("negative_prompt", "", "negative prompt (the unconditional branch)", prose=True))
+
+
+def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...] = RULE_NAMES,
+                    with_rule: bool = True) -> tuple[Field, ...]:
+    """``guidance`` (a rule of the registry) and every parameter the registry's rules take, with their bounds."""
+    out = [F.choice("guidance", "cfg", names, "guidance")] if with_rule else []
+    for p in RULE_PARAMS.values():
+        if p.choices:
+            out.append(F.choice(p.name, p.default, p.choices, p.label))
+        else:
+            default = scale_default if p is SCALE else p.default
+            out.append(F.number(p.name, default, p.low, p.high, p.label, step=p.step))
+    return tuple(out)
+
+
+def steps_field(default: int = 25) -> Field:
+    return F.integer("steps", lambda profile: min(default, profile.limits.max_steps), 1,
+                     lambda profile: profile.limits.max_steps, "steps", quick=1)
+
+
+def size_fields(role: str) -> tuple[Field, Field]:
+    side = lambda profile: default_side(profile, role)  # noqa: E731
+    return F.size("width", side), F.size("height", side)
+
+
+def scheduler_field() -> Field:
+    return F.choice("scheduler", "ddim", tuple(SCHEDULERS), "scheduler", widget="dropdown")
+
+
+def images_field() -> Field:
+    return F.integer("num_images", 1, 1, lambda profile: profile.limits.max_images, "images", quick=1)
+
+
+def sampling_fields(role: str, *, num_images: bool = True) -> tuple[Field, ...]:
+    """steps, width, height, seed, scheduler (and num_images): every SD-style endpoint's sampling settings."""
+    out = (steps_field(), *size_fields(role), F.seed(), scheduler_field())
+    return (*out, images_field()) if num_images else out
+
+
+def check_pixels(params: Params, profile: Profile) -> None:
+    """width × height within the profile's cap (each side was checked alone already)."""
+    cap = profile.limits.max_pixels
+    pixels = params["width"] * params["height"]
+    if pixels > cap:
+        raise ValueError(f"{params['width']}x{params['height']} is {pixels} pixels, above this profile's cap of "
+                         f"{cap} (max_pixels in the profile's [limits], or CONDLAB_MAX_PIXELS)")
+
+
+def sd_cost(params: Params, branches: int = 2, rows: int | None = None) -> float:
+    """Megapixel-steps of UNet work: steps × pixels × batch rows × model branches (CFG evaluates two)."""
+    rows = params.get("num_images", 1) if rows is None else rows
+    guided = params.get("guidance", "cfg") != "none"
+    return params["steps"] * params["width"] * params["height"] / 1e6 * rows * (branches if guided else 1)

@@ -1,0 +1,120 @@
+"""``/text_to_image`` and ``/guidance_sweep``: Stable Diffusion (or the toy pixel model) through the one loop."""
+
+from __future__ import annotations
+
+from condition.text import prompt_tokens
+from guidance.rules import RULE_PARAMS, SCALE, rule_from
+from models.loading import load_role_sd
+from pipelines.attention import overlay, token_map, token_positions
+from pipelines.plots import plot_diagnostics
+from pipelines.sweep import SWEEP_RULES, guidance_sweep, parse_scales, sweep_grid
+from pipelines.text_to_image import text_to_image, to_pil
+from tasks import fields as F
+from tasks.common import check_pixels, guidance_fields, is_toy, prompt_fields, sampling_fields, sd_cost
+from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
+
+ROLE = "sd"
+
+
+def _default_prompt(profile) -> str:
+    return "a red circle" if is_toy(profile) else "a photo of a red cat"
+
+
+TEXT_TO_IMAGE_SPEC = EndpointSpec(
+    api_name="/text_to_image",
+    summary="Text to image with a guidance rule of the registry, per-step diagnostics and a cross-attention map",
+    fields=(
+        *prompt_fields(_default_prompt),
+        *guidance_fields(),
+        *sampling_fields(ROLE),
+        F.text("attention_token", "", "cross-attention map for token (empty = off)",
+               extra={"placeholder": "e.g. red"}),
+    ),
+    outputs=(
+        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery"),
+        Output("diagnostics", "image", "per-step diagnostics"),
+        Output("metadata", "json", "metadata"),
+        Output("seed", "number", "seed used"),
+        Output("attention", "gallery", "cross-attention overlay"),
+        Output("snippet", "code", "reproduce with gradio_client"),
+    ),
+    checks=(check_pixels,),
+    cost=sd_cost,
+)
+
+
+def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
+    with ctx.loading(ROLE):
+        sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
+    token = params.attention_token.strip()
+    positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
+    rule = rule_from(params)
+    with ctx.section("sample"):
+        out = text_to_image(
+            sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
+            width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
+            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions),
+        )
+    for dropped in filter(None, out.truncated):
+        ctx.note(f"prompt truncated to the text encoder's {sd.tokenizer.model_max_length} tokens; dropped: {dropped!r}")
+    model_id = ctx.profile.display_source(ROLE)
+    images = [to_pil(img) for img in out.images]
+    gallery = [(ctx.stamp(img, model_id=model_id, index=i), f"seed {params.seed} · #{i}")
+               for i, img in enumerate(images)]
+    overlays = []
+    if out.attention is not None:
+        heat = token_map(out.attention, positions)
+        overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
+    return dict(
+        images=gallery,
+        diagnostics=plot_diagnostics(out.result, f"{rule.name}, w = {rule.scale:g}"),
+        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes)),
+        seed=params.seed,
+        attention=overlays,
+        snippet=ctx.endpoint.snippet(params),
+    )
+
+
+TEXT_TO_IMAGE = Task(TEXT_TO_IMAGE_SPEC, run_text_to_image)
+
+
+GUIDANCE_SWEEP_SPEC = EndpointSpec(
+    api_name="/guidance_sweep",
+    summary=f"One seed, scales × {{{', '.join(SWEEP_RULES)}}} in one batched run, as a labelled grid",
+    fields=(
+        *prompt_fields(_default_prompt),
+        F.Field("scales", "custom", "1, 3, 7.5, 12, 20", "scales (comma separated)",
+                parser=lambda value, field: parse_scales(value),
+                to_input=lambda scales: ", ".join(f"{s:g}" for s in scales), quick="1, 3",
+                invalid=("", "1, x", "1, nan", "-1", "1, 2, 3, 4, 5, 6, 7, 8, 9"), extra={"text": True}),
+        *(f for f in guidance_fields(with_rule=False) if f.name != SCALE.name),
+        *sampling_fields(ROLE, num_images=False),
+    ),
+    outputs=(
+        Output("grid", "image", "sweep grid"),
+        Output("metadata", "json", "sweep metadata"),
+        Output("seed", "number", "seed used"),
+    ),
+    checks=(check_pixels,),
+    cost=lambda p: sd_cost(p, rows=len(SWEEP_RULES) * len(p.scales)),
+)
+
+
+def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
+    with ctx.loading(ROLE):
+        sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
+    options = {k: params[k] for k in RULE_PARAMS if k in params}
+    with ctx.section("sample"):
+        out = guidance_sweep(
+            sd, params.prompt, params.scales, negative_prompt=params.negative_prompt, options=options,
+            steps=params.steps, width=params.width, height=params.height, seed=params.seed,
+            scheduler=params.scheduler, callback=ctx.steps("denoising all cells"),
+        )
+    model_id = ctx.profile.display_source(ROLE)
+    grid = ctx.stamp(sweep_grid(out.images, out.cells), model_id=model_id)
+    meta = ctx.metadata(model_id=model_id, cells=[{"rule": r, "scale": s} for r, s in out.cells],
+                        batched_rows=len(out.cells), truncated=any(out.truncated))
+    return dict(grid=grid, metadata=meta, seed=params.seed)
+
+
+GUIDANCE_SWEEP = Task(GUIDANCE_SWEEP_SPEC, run_guidance_sweep)

@@ -1,0 +1,113 @@
+"""The endpoint specs are the single source of every parameter: checked here without a server or a model."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+
+from guidance.rules import RULE_NAMES, RULE_PARAMS
+from models.profiles import load_profile
+from tasks import all_tasks
+from tasks.spec import EndpointSpec, Task
+
+TASKS = {task.spec.api_name: task for task in all_tasks()}
+
+
+@pytest.fixture(scope="module", params=["toy", "full"])
+def profile(request):
+    return load_profile(request.param)
+
+
+@pytest.mark.parametrize("api", TASKS)
+def test_quick_request_and_defaults_are_valid(api, profile):
+    endpoint = TASKS[api].spec.bind(profile)
+    defaults = {f.name: f.default for f in endpoint.fields}
+    for request in (endpoint.quick_request(), defaults):
+        if any(f.kind == "image" for f in endpoint.fields) or api == "/classifier_guidance" and profile.name == "full":
+            continue  # decoding uploads and resolving ImageNet models need files: covered by the live tests
+        endpoint.parse(request)
+
+
+@pytest.mark.parametrize("api", TASKS)
+def test_every_bad_value_is_refused_with_the_field_named(api):
+    """Each field's own corpus at the library level: "error" cases raise ValueError naming the field."""
+    endpoint = TASKS[api].spec.bind(load_profile("toy"))
+    base = endpoint.quick_request()
+    checked = 0
+    for field in endpoint.fields:
+        for name, value, expect in field.cases():
+            if expect != "error":
+                continue
+            with pytest.raises(ValueError) as err:
+                field.parse(value)
+            assert field.name in str(err.value), (api, field.name, name, str(err.value))
+            checked += 1
+        if field.kind not in ("image", "custom"):
+            assert field.parse(base[field.name]) is not None or field.optional
+    assert checked >= len([f for f in endpoint.fields if f.kind not in ("image", "text")])
+
+
+@pytest.mark.parametrize("api", TASKS)
+def test_the_signature_gradio_client_sees_is_the_spec(api, profile):
+    from ui.endpoint import endpoint_function
+
+    task = TASKS[api]
+    endpoint = task.spec.bind(profile)
+    parameters = list(inspect.signature(endpoint_function(task, endpoint)).parameters.values())
+    assert [p.name for p in parameters] == [*endpoint.names, "progress"]
+    assert [p.default for p in parameters[:-1]] == [f.default for f in endpoint.fields]
+
+
+def test_the_guidance_registry_drives_every_endpoint_that_guides():
+    """A method or parameter added to the registry appears in every endpoint that offers guidance rules."""
+    guided = [t.spec for t in all_tasks() if "guidance" in t.spec.names]
+    assert {s.api_name for s in guided} >= {"/text_to_image", "/controlnet", "/controlnet_multi",
+                                            "/image_conditioning", "/playground"}
+    for spec in guided:
+        guidance = next(f for f in spec.fields if f.name == "guidance")
+        assert set(RULE_NAMES) <= set(guidance.choices), spec.api_name
+        assert set(RULE_PARAMS) <= set(spec.names), (spec.api_name, set(RULE_PARAMS) - set(spec.names))
+        for name, param in RULE_PARAMS.items():
+            f = next(f for f in spec.fields if f.name == name)
+            assert (f.low, f.high, tuple(f.choices)) == (param.low, param.high, tuple(param.choices)), (spec.api_name,
+                                                                                                       name)
+    sweep = TASKS["/guidance_sweep"].spec
+    assert set(RULE_PARAMS) - {"scale"} <= set(sweep.names)
+
+
+def test_a_field_defined_twice_is_refused():
+    from tasks import fields as F
+
+    with pytest.raises(ValueError, match="twice"):
+        EndpointSpec("/x", "", (F.seed(), F.seed()), ())
+
+
+def test_snippets_parse_and_carry_no_local_path(profile):
+    for api, task in TASKS.items():
+        endpoint = task.spec.bind(profile)
+        request = {f.name: f.quick if f.quick is not None else f.default for f in endpoint.fields}
+        params = {f.name: (f.parse(request[f.name]) if f.kind not in ("image",) else None) for f in endpoint.fields}
+        from tasks.spec import Params
+
+        code = endpoint.snippet(Params(params))
+        ast.parse(code)
+        assert f"api_name={api!r}" in code and "/work/" not in code and "/tmp/" not in code
+
+
+def test_example_rows_are_valid_requests():
+    """Every tab's examples name real fields and pass validation (uploads aside)."""
+    from ui import classifier_guidance, controlnet, image_conditioning, text_to_image
+
+    toy = load_profile("toy")
+    sets: list[tuple[Task, tuple]] = [
+        (TASKS["/text_to_image"], text_to_image.TOY_EXAMPLES),
+        (TASKS["/classifier_guidance"], classifier_guidance.TOY_EXAMPLES),
+        (TASKS["/controlnet"], controlnet.toy_examples()),
+        (TASKS["/image_conditioning"], image_conditioning.toy_examples()),
+    ]
+    for task, rows in sets:
+        endpoint = task.spec.bind(toy)
+        for row in rows:
+            endpoint.parse(dict(zip(endpoint.names, endpoint.row(**row), strict=True)))

@@ -1,0 +1,124 @@
+"""Gradio components made from endpoint fields and outputs (labels, bounds and defaults come from the spec)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import gradio as gr
+from PIL import UnidentifiedImageError
+
+from tasks.fields import Field
+from tasks.spec import BoundEndpoint, EndpointSpec, Output
+
+# Fewer choices than this are radio buttons; more make a dropdown.
+RADIO_MAX = 6
+
+
+def field_component(field: Field, **overrides) -> gr.components.Component:
+    """The input component for ``field``: its label, default, bounds and step, unless ``overrides`` say otherwise."""
+    kind, widget = field.kind, field.widget
+    if kind == "image":
+        return image_upload(**{"value": field.default, "label": field.label, "format": "png", **overrides})
+    kw = dict(label=field.label, info=field.info or None)
+    if kind == "flag":
+        return gr.Checkbox(**{"value": field.default, **kw, **overrides})
+    if kind == "choice":
+        if widget == "dropdown" or (not widget and len(field.choices) > RADIO_MAX):
+            return gr.Dropdown(**{"choices": list(field.choices), "value": field.default, "filterable": True, **kw,
+                                  **overrides})
+        return gr.Radio(**{"choices": list(field.choices), "value": field.default, **kw, **overrides})
+    if kind in ("number", "integer") and widget != "number" and _bounded(field):
+        low, high = field.low, field.high
+        # A slider needs min < max; with a cap equal to the floor it is shown fixed.
+        return gr.Slider(**{"minimum": low, "maximum": max(high, low + (field.step or 1)), "value": field.default,
+                            "step": field.step or (1 if kind == "integer" else 0.05), "interactive": high > low,
+                            **kw, **overrides})
+    if kind in ("number", "integer", "seed", "size"):
+        # No rounding here (precision None): a fraction sent for a whole number is refused by the field, not
+        # silently rounded, and large seeds stay exact integers.
+        return gr.Number(**{"value": field.default, "precision": None, "step": field.step or 1, **kw, **overrides})
+    if kind in ("custom", "text") and widget == "dropdown":
+        return gr.Dropdown(**{"choices": list(field.choices), "value": field.default, "filterable": True,
+                              "allow_custom_value": True, **kw, **overrides})
+    placeholder = field.extra.get("placeholder")
+    return gr.Textbox(**{"value": field.default, "lines": field.lines, "placeholder": placeholder, **kw, **overrides})
+
+
+def _bounded(field: Field) -> bool:
+    return field.low is not None and field.high is not None and math.isfinite(field.high) \
+        and field.high - field.low <= 10_000
+
+
+def render_fields(
+    endpoint: BoundEndpoint, names: Sequence[str], **overrides: dict
+) -> dict[str, gr.components.Component]:
+    """Create the named fields' components here, in this order (``overrides[name]`` tweaks one)."""
+    return {name: field_component(endpoint.field(name), **overrides.get(name, {})) for name in names}
+
+
+def output_component(output: Output) -> gr.components.Component:
+    kw = dict(label=output.label, elem_id=output.elem_id)
+    if output.kind == "gallery":
+        return gr.Gallery(format="png", columns=output.columns, **kw)
+    if output.kind == "image":
+        return gr.Image(type="pil", format="png", **kw)
+    if output.kind == "json":
+        return gr.JSON(**kw)
+    if output.kind == "number":
+        return gr.Number(precision=0, interactive=False, **kw)
+    if output.kind == "code":
+        return gr.Code(language="python", **kw)
+    if output.kind == "markdown":
+        return gr.Markdown(elem_id=output.elem_id)
+    raise ValueError(f"unknown output kind {output.kind!r}")
+
+
+def render_outputs(spec: EndpointSpec, names: Sequence[str] | None = None) -> dict[str, gr.components.Component]:
+    """Create output components here (all of the spec's, or the named ones, in that order)."""
+    by_name = {o.name: o for o in spec.outputs}
+    return {name: output_component(by_name[name]) for name in (names or list(by_name))}
+
+
+def image_upload(**kwargs) -> gr.Image:
+    """A filepath ``gr.Image`` that hands the upload over undecoded; its own open failures become clear errors.
+
+    ``image_mode=None`` stops Gradio from decoding and converting non-RGB uploads itself: that would expand a
+    decompression bomb before the task checks the header, and drop alpha instead of compositing it.
+    Gradio still opens the header, so a non-image would otherwise reach the client as an anonymous "the app
+    raised an exception". The wrapper is set on the instance because subclassing a component makes Gradio
+    write a ``.pyi`` stub next to this module.
+    """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    decode = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return decode(payload)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise gr.Error("the upload could not be read as an image (PNG, JPEG, WebP…)") from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def harden_numeric_inputs(blocks: gr.Blocks) -> None:
+    """Make every Number/Slider refuse non-numbers with a message that names the control.
+
+    Gradio's own preprocessing compares and rounds the raw API value, so "nan", "12" or a float NaN/inf sent
+    through the API raise TypeError/ValueError/OverflowError there, before any endpoint code can explain.
+    """
+    for block in blocks.blocks.values():
+        if isinstance(block, gr.Number | gr.Slider) and not getattr(block, "_condlab_hardened", False):
+            block.preprocess = _numeric_preprocess(block.preprocess, block.label or "a number input")
+            block._condlab_hardened = True
+
+
+def _numeric_preprocess(decode: Callable, label: str) -> Callable:
+    def preprocess(payload):
+        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, int | float)
+                                    or not math.isfinite(payload)):
+            raise gr.Error(f"{label} must be a finite number, got {str(payload)[:40]!r}")
+        return decode(payload)
+
+    return preprocess
