@@ -1,13 +1,11 @@
-"""Control maps for ControlNet, computed with controlnet_aux's detectors, and upload sanitising.
+"""Control maps that need no weights (Canny, via controlnet_aux), and upload sanitising for every image input.
 
-Canny needs no weights. Depth (MiDaS DPT-Hybrid) and pose (OpenPose) load their networks from
-the profile's ``annotators`` role: a hub id (``lllyasviel/Annotators``) or a local folder holding
-the same file names. Missing files are reported by name before anything is loaded, because
-controlnet_aux would otherwise try to download them (MiDaS even from a second URL).
+Depth (MiDaS) and pose (OpenPose) maps need networks: ``models/annotators.py`` loads and runs them.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
@@ -16,17 +14,12 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.loading import cached
-
 # controlnet_aux rounds its working resolution to a multiple of 64, so smaller images
 # are detected at this size and the edges brought back to the input's size.
 _MIN_DETECT = 64
 
 MIN_SIDE = 8
 DEFAULT_MAX_PIXELS = 4096 * 4096
-MIDAS_FILES = ("dpt_hybrid-midas-501f0c75.pt",)
-OPENPOSE_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
-NO_PERSON = "No person was found in the image: the pose map is empty, so the pose ControlNet has nothing to follow."
 
 
 def canny_map(image: Image.Image | np.ndarray, low_threshold: int = 100, high_threshold: int = 200) -> Image.Image:
@@ -45,11 +38,12 @@ def canny_map(image: Image.Image | np.ndarray, low_threshold: int = 100, high_th
     return Image.fromarray(edges[..., :3] if edges.ndim == 3 else np.stack([edges] * 3, -1))
 
 
+@functools.cache
 def _canny_detector():
     # Imported on first use: controlnet_aux pulls in timm and every annotator, about a second of app start.
     from controlnet_aux import CannyDetector
 
-    return cached(("canny_detector",), CannyDetector)
+    return CannyDetector()
 
 
 def check_thresholds(low: float, high: float) -> tuple[int, int]:
@@ -131,94 +125,3 @@ def _check_size(size: tuple[int, int], max_pixels: int, min_side: int, name: str
         raise ValueError(f"the {name} is {w}×{h}: each side must be at least {min_side} pixels")
     if w * h > max_pixels:
         raise ValueError(f"the {name} is {w}×{h} = {w * h:,} pixels; at most {max_pixels:,} are accepted")
-
-
-# --- annotator weights ---------------------------------------------------------------------------
-
-
-def missing_annotator_files(source: str, files: tuple[str, ...]) -> list[str]:
-    """Which of ``files`` the ``annotators`` source lacks (a folder, or the hub cache for a hub id)."""
-    if Path(source).is_dir():
-        return [f for f in files if not (Path(source) / f).is_file()]
-    if Path(source).is_absolute() or source.startswith("."):
-        return list(files)
-    from huggingface_hub import try_to_load_from_cache
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return [f for f in files if not isinstance(try_to_load_from_cache(source, f), str)]
-    return []  # online: controlnet_aux downloads them
-
-
-def _require(source: str | None, files: tuple[str, ...], what: str) -> None:
-    if not source:
-        raise ValueError(
-            f"{what} needs the 'annotators' role in the profile (e.g. annotators = \"lllyasviel/Annotators\")"
-        )
-    missing = missing_annotator_files(source, files)
-    if missing:
-        where = (
-            f"the folder {source}"
-            if Path(source).is_absolute() or source.startswith(".") or Path(source).is_dir()
-            else f"the hub repository {source!r} (not in the offline cache)"
-        )
-        raise ValueError(
-            f"{what} needs {', '.join(missing)}, missing from {where}. Download "
-            f"{' and '.join(missing)} from https://huggingface.co/lllyasviel/Annotators and put them in one folder, "
-            f"then set  annotators = \"/that/folder\"  in your profile TOML."
-        )
-
-
-def load_midas(source: str | None):
-    """controlnet_aux's ``MidasDetector`` (DPT-Hybrid), cached per source."""
-    _require(source, MIDAS_FILES, "Depth preprocessing (MiDaS)")
-
-    def build():
-        from controlnet_aux import MidasDetector
-
-        return MidasDetector.from_pretrained(source)
-
-    return cached(("annotator", "midas", source), build)
-
-
-def load_openpose(source: str | None):
-    """controlnet_aux's ``OpenposeDetector`` (body, hand and face networks), cached per source."""
-    _require(source, OPENPOSE_FILES, "Pose preprocessing (OpenPose)")
-
-    def build():
-        from controlnet_aux import OpenposeDetector
-
-        return OpenposeDetector.from_pretrained(source)
-
-    return cached(("annotator", "openpose", source), build)
-
-
-def _resolution(resolution: int) -> int:
-    if not isinstance(resolution, int) or not 64 <= resolution <= 2048:
-        raise ValueError(f"preprocess_resolution must be a whole number between 64 and 2048, got {resolution!r}")
-    return resolution
-
-
-def depth_map(image: Image.Image, annotators: str | None, resolution: int = 512) -> Image.Image:
-    """MiDaS relative depth (near = bright) as an RGB map of about ``resolution`` pixels on the short side."""
-    detector = load_midas(annotators)
-    res = _resolution(resolution)
-    return detector(sanitize_image(image), detect_resolution=res, image_resolution=res, output_type="pil")
-
-
-def pose_map(
-    image: Image.Image, annotators: str | None, resolution: int = 512, hands: bool = False, face: bool = False
-) -> tuple[Image.Image, int]:
-    """OpenPose skeletons on black and the number of people found (0: the map is empty, see ``NO_PERSON``).
-
-    Mirrors ``OpenposeDetector.__call__`` step by step so the people count comes from the same detection.
-    """
-    from controlnet_aux.open_pose import draw_poses
-    from controlnet_aux.util import HWC3, resize_image
-
-    detector = load_openpose(annotators)
-    res = _resolution(resolution)
-    arr = resize_image(HWC3(np.asarray(sanitize_image(image))), res)
-    h, w = arr.shape[:2]
-    poses = detector.detect_poses(arr, hands, face)
-    canvas = HWC3(draw_poses(poses, h, w, draw_body=True, draw_hand=hands, draw_face=face))
-    return Image.fromarray(canvas), len(poses)

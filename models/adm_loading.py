@@ -23,15 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.adm import (
-    ADMSampling,
-    adm_sampling_setup,
-    create_classifier,
-    create_model,
-    load_adm_state_dict,
-    to_runtime,
-)
-from models.loading import ModelUnavailable, cached
+from models.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
+from models.adm_sampling import ADMSampling, adm_sampling_setup
+from models.cache import cached
+from models.loading import ModelUnavailable
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
 

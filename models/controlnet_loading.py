@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from models.loading import ModelUnavailable, cached, unavailable
+from models.cache import cached
+from models.loading import ModelUnavailable, unavailable
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
 
@@ -50,31 +47,3 @@ def controlnet_for(profile: Profile, control: str, runtime: Runtime | None = Non
             + f"Use the full profile, or add  {role} = \"/path/to/controlnet\"  to a profile TOML."
         )
     return load_controlnet(source, runtime, role)
-
-
-def build_tiny_controlnet(folder: Path, sd_folder: Path, seed: int = 0, zero_conv_std: float = 0.05) -> Path:
-    """A ControlNet ``from_unet`` on a tiny SD folder's UNet, zero convs randomised so it has an effect.
-
-    The conditioning embedding downsamples by the SD folder's VAE factor (pixel space: none), as
-    SD 1.5's ControlNets downsample by 8, so a map of the output's size lands on the latent grid.
-    """
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    from pipelines.zero_conv import embedding_channels, zero_convs
-
-    sd_folder = Path(sd_folder)
-    unet = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet")
-    factor = 1
-    if (sd_folder / "vae").is_dir():
-        from diffusers import AutoencoderKL
-
-        factor = 2 ** (len(AutoencoderKL.load_config(sd_folder, subfolder="vae")["block_out_channels"]) - 1)
-    torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embedding_channels(factor))
-    with torch.no_grad():
-        for _, conv in zero_convs(controlnet):
-            conv.weight.normal_(0, zero_conv_std)
-            conv.bias.normal_(0, zero_conv_std)
-        controlnet.controlnet_cond_embedding.conv_out.weight.normal_(0, zero_conv_std)
-    controlnet.save_pretrained(folder, safe_serialization=True)
-    return Path(folder)

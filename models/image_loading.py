@@ -8,8 +8,7 @@ Roles (profile keys) and their defaults in the full profile::
     clip = "openai/clip-vit-large-patch14"
 
 Weights load as safetensors (IP-Adapter ``.bin`` only through ``torch.load(weights_only=True)``);
-remote code is never trusted. The ``build_tiny_*`` helpers write random tiny folders in the real
-layouts, for tests and benchmarks that must not download anything.
+remote code is never trusted. Tiny random folders in these layouts come from ``models/tiny.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from models.loading import _load_kwargs, _scheduler_config, cached, load_role_sd, require_source, unavailable
+from models.cache import cached
+from models.loading import SDComponents, _load_kwargs, _scheduler_config, load_role_sd, require_source, unavailable
 from models.runtime import Runtime, pick_runtime
 
 VARIATIONS_ROLE = "image_variations"
@@ -45,7 +45,7 @@ class ClipReadout:
 class IPAdapterComponents:
     """The ``sd`` model plus a private UNet copy carrying the adapter (the shared UNet stays untouched)."""
 
-    sd: object  # SDComponents of the text model
+    sd: SDComponents  # the text model
     unet: object  # the adapted copy
     image_encoder: object
     feature_extractor: object
@@ -80,7 +80,6 @@ def load_variations_source(source: str, runtime: Runtime | None = None, revision
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        from pipelines.text_to_image import SDComponents
 
         kw = _load_kwargs(runtime)
         rev = {"revision": revision} if revision else {}
@@ -201,97 +200,3 @@ def load_ip_adapter_source(sd, source: str, runtime: Runtime | None = None, *, s
         return IPAdapterComponents(sd, unet, encoder, processor, source)
 
     return cached((IP_ADAPTER_ROLE, source, subfolder, weight_name, image_encoder, sd.source, runtime), build)
-
-
-# --- tiny folders in the real layouts (tests, benchmarks) ---------------------------------------------
-
-
-def tiny_clip_model(projection_dim: int = 32, image_size: int = 32, vocab_size: int = 1000, seed: int = 0):
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
-                         vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=image_size, patch_size=8),
-        projection_dim=projection_dim,
-    )
-    return CLIPModel(config)
-
-
-def vision_from_clip(clip):
-    """The CLIP model's image tower as ``CLIPVisionModelWithProjection`` (same weights, same embedding space)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    vc = clip.config.vision_config.to_dict()
-    vc["projection_dim"] = clip.config.projection_dim
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**vc))
-    encoder.vision_model.load_state_dict(clip.vision_model.state_dict())
-    encoder.visual_projection.load_state_dict(clip.visual_projection.state_dict())
-    return encoder.eval()
-
-
-def build_tiny_image_models(root: Path, seed: int = 0) -> dict[str, Path]:
-    """Write ``variations/`` (an image-variation pipeline folder) and ``clip/`` (the same CLIP, full) under root."""
-    from diffusers import DDIMScheduler, StableDiffusionImageVariationPipeline
-    from transformers import CLIPImageProcessor
-
-    from models.tiny import tiny_unet, tiny_vae, write_clip_tokenizer
-
-    root = Path(root)
-    clip = tiny_clip_model(seed=seed)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    clip_dir = root / "clip"
-    clip.save_pretrained(clip_dir, safe_serialization=True)
-    write_clip_tokenizer(clip_dir)
-    processor.save_pretrained(clip_dir)
-    torch.manual_seed(seed + 1)
-    pipe = StableDiffusionImageVariationPipeline(
-        vae=tiny_vae(), image_encoder=vision_from_clip(clip), unet=tiny_unet(cross_attention_dim=32),
-        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-        safety_checker=None, feature_extractor=processor, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "variations", safe_serialization=True)
-    return {"variations": root / "variations", "clip": clip_dir}
-
-
-def build_tiny_ip_adapter(root: Path, unet, image_embed_dim: int = 32, tokens: int = 4, seed: int = 0) -> Path:
-    """An ``h94/IP-Adapter``-style folder for ``unet``: ``models/ip-adapter_sd15.safetensors``, ``image_encoder/``.
-
-    Keys follow the released file: ``image_proj.{proj,norm}.*`` and ``ip_adapter.{k}.to_{k,v}_ip.weight``
-    with k = 1, 3, 5, … over the UNet's cross-attention layers in ``attn_processors`` order.
-    """
-    from safetensors.torch import save_file
-
-    root = Path(root)
-    torch.manual_seed(seed)
-    cross = unet.config.cross_attention_dim
-    flat = {
-        "image_proj.proj.weight": torch.randn(tokens * cross, image_embed_dim) * 0.2,
-        "image_proj.proj.bias": torch.randn(tokens * cross) * 0.1,
-        "image_proj.norm.weight": 1 + 0.1 * torch.randn(cross),
-        "image_proj.norm.bias": 0.1 * torch.randn(cross),
-    }
-    key_id = 1
-    channels = list(unet.config.block_out_channels)
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue
-        if name.startswith("mid_block"):
-            hidden = channels[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
-        else:
-            hidden = channels[int(name[len("down_blocks.")])]
-        flat[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.2
-        flat[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.2
-        key_id += 2
-    models = root / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in flat.items()}, str(models / "ip-adapter_sd15.safetensors"))
-    vision_from_clip(tiny_clip_model(projection_dim=image_embed_dim, seed=seed + 7)).save_pretrained(
-        models / "image_encoder", safe_serialization=True)
-    return root

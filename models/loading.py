@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import torch
+
+from models.cache import cached
 from models.runtime import Runtime, pick_runtime
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+
+@dataclass
+class SDComponents:
+    """The parts of a Stable-Diffusion-1.x-style model; ``vae=None`` means pixel space."""
+
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel | None
+    tokenizer: CLIPTokenizer | None
+    scheduler_config: dict
+    vae: AutoencoderKL | None = None
+    source: str = ""
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
 
 
 class ModelUnavailable(ValueError):
     """A role's model cannot be loaded; the message says what to do about it."""
-
-
-_CACHE: dict[tuple, object] = {}
-_LOCK = threading.Lock()
-
-
-def cached(key: tuple, build: Callable[[], object]) -> object:
-    """Build once per key; concurrent first requests wait for the one load."""
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = build()
-        return _CACHE[key]
-
-
-def evict(key: tuple) -> None:
-    """Forget a cached model (its memory is freed once nothing else holds it)."""
-    with _LOCK:
-        _CACHE.pop(key, None)
 
 
 def unavailable(role: str, source: str, error: Exception) -> ModelUnavailable:
@@ -86,8 +100,6 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd"):
     def build():
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
-
-        from pipelines.text_to_image import SDComponents
 
         kw = _load_kwargs(runtime)
         try:

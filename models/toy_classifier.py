@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from models.adm import create_classifier, load_adm_state_dict, to_runtime
-from models.loading import ModelUnavailable, cached
+from models.cache import cached
+from models.loading import ModelUnavailable
 from models.runtime import Runtime, pick_runtime
 
 FILES = ("model.safetensors", "flags.json", "classes.json")

@@ -20,11 +20,9 @@ would guide without a noise-aware classifier.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,13 +33,11 @@ from torch import Tensor, nn
 from condition.labels import check_class_id
 from guidance.sampler import ClassifierContext, ClassifierGuidance, SampleResult, StepState, initial_noise
 from models.adm_schedule import space_timesteps
-from models.loading import ModelUnavailable
+from models.clean_classifier import imagenet_clean_guide, load_clean_classifier
 from models.runtime import Runtime, cpu_generator, pick_runtime
 
 SAMPLERS = ("ddim", "ddpm")
 TOP_K = 5
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------- what a guided model pair offers
@@ -149,7 +145,7 @@ def noise_aware_logits(classifier: nn.Module, timestep_map: Tensor) -> LogitsFn:
 
     def logits(x: Tensor, t: Tensor, ctx: ClassifierContext | None = None) -> Tensor:
         ts = timestep_map[int(t)].expand(x.shape[0]).to(x.device)
-        return classifier(x, ts)
+        return classifier(x.float(), ts)  # ADM casts to its torso dtype itself; fp16 UNets hand it fp16
 
     return logits
 
@@ -166,54 +162,6 @@ def clean_logits(guide: Callable[[Tensor], Tensor]) -> LogitsFn:
         return guide((x.float() - (1 - abar).sqrt() * ctx.eps.detach().float()) / abar.sqrt())
 
     return logits
-
-
-def imagenet_clean_guide(classifier: nn.Module, input_size: int = 224) -> Callable[[Tensor], Tensor]:
-    """An ImageNet classifier (e.g. ResNet-50) on images in [-1, 1]: resized, ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def guide(x0: Tensor) -> Tensor:
-        image = (x0 + 1) / 2
-        if image.shape[-1] != input_size:
-            image = F.interpolate(image, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        return classifier((image - mean.to(image.device)) / std.to(image.device))
-
-    return guide
-
-
-def resnet50_checkpoint() -> Path:
-    """Where torchvision keeps the ImageNet ResNet-50 weights (``TORCH_HOME``/hub/checkpoints)."""
-    from torchvision.models import ResNet50_Weights
-
-    url = ResNet50_Weights.IMAGENET1K_V2.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def load_clean_classifier(runtime: Runtime | None = None) -> nn.Module:
-    """torchvision's ImageNet ResNet-50 (V2 weights), from its cache or downloaded when online."""
-    from torchvision.models import ResNet50_Weights, resnet50
-
-    runtime = runtime or pick_runtime()
-    path = resnet50_checkpoint()
-    url = ResNet50_Weights.IMAGENET1K_V2.url
-    if not path.is_file():
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get("CONDLAB_OFFLINE"):
-            raise ModelUnavailable(
-                f"compare_clean needs torchvision's ResNet-50 weights {path.name}, which are not available "
-                f"offline. Download {url} and put it at {path} (TORCH_HOME moves that folder)."
-            )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), progress=False)
-        except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
-            raise ModelUnavailable(
-                f"Could not download the ResNet-50 weights for compare_clean ({type(e).__name__}). "
-                f"Put {path.name} from {url} at {path}."
-            ) from e
-    net = resnet50()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return net.to(runtime.device).eval().requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -345,7 +293,8 @@ def _run(
 
     shape = (len(y), 3, models.image_size, models.image_size)
     generator = cpu_generator(seed)
-    noise = initial_noise(shape, generator, runtime.device, torch.float32)
+    # ADM casts its input to its torso's dtype itself; a diffusers UNet needs noise in its own dtype (fp16 on CUDA).
+    noise = initial_noise(shape, generator, runtime.device, getattr(models, "sample_dtype", torch.float32))
     start = time.perf_counter()
     result = setup.run(noise, generator=generator, callback=on_step)
     seconds = time.perf_counter() - start
@@ -370,42 +319,3 @@ def _pick(logits: Tensor, y: Tensor) -> np.ndarray:
     """log p(y_b | ·) per row, on whatever device the logits live."""
     log_probs = F.log_softmax(logits.float(), dim=-1)
     return log_probs.gather(1, y.to(log_probs.device).view(-1, 1)).squeeze(1).cpu().numpy()
-
-
-def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
-    """log p(y | x_t) over steps (left) and the guiding classifier's top-5 at the last step (right), as PIL."""
-    from pipelines.plots import figure_to_image, subplots
-
-    runs = [r for r in (result.guided, result.clean) if r is not None]
-    fig, axes = subplots(1 + len(runs), (4.6 * (1 + len(runs)), 3.2))
-    ax = axes[0]
-    colours = {"noise-aware": "tab:blue", "clean": "tab:orange"}
-    for run in runs:
-        steps = np.arange(len(run.timesteps))
-        c = colours[run.guide]
-        ax.plot(steps, run.noise_aware_log_prob.mean(1), color=c,
-                label=f"{run.guide}-guided: noise-aware log p(y|x_t)")
-        if run.guide == "clean":
-            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--",
-                    label=f"clean-guided: {result.clean_label} log p(y|x̂₀)")
-    ax.set_xlabel("step (noisy → clean)")
-    ax.set_ylabel("log p(target), mean over images")
-    ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    for ax, run in zip(axes[1:], runs, strict=True):
-        ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]  # first image
-        last = ids[-1]
-        steps = np.arange(len(ids))
-        for rank, cid in enumerate(last):
-            # each of the final top-5 classes traced back over the steps where it was in the top-5
-            hit = ids == cid
-            series = np.where(hit.any(axis=1), np.where(hit, values, -np.inf).max(axis=1), np.nan)
-            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {result.class_names[int(cid)][:22]}")
-        ax.set_title(f"{run.guide}-guided: top-5 (image 1)", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return figure_to_image(fig)

@@ -22,14 +22,8 @@ from torch import Tensor
 from guidance.rules import GuidanceRule
 from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
-from pipelines.text_to_image import (
-    GenerationResult,
-    SDComponents,
-    generate,
-    latent_shape,
-    prompt_contexts,
-    resolve_size,
-)
+from models.loading import SDComponents
+from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
 
 MAX_CONDITIONING_SCALE = 2.0
 

@@ -35,14 +35,8 @@ from condition.image_embed import (
 from guidance.rules import GuidanceRule
 from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
-from pipelines.text_to_image import (
-    GenerationResult,
-    SDComponents,
-    generate,
-    latent_shape,
-    prompt_contexts,
-    resolve_size,
-)
+from models.loading import SDComponents
+from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
 
 if TYPE_CHECKING:
     from models.image_loading import ClipReadout, IPAdapterComponents

@@ -6,6 +6,8 @@ through pyplot: pyplot keeps global state, and the playground plots while the GP
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -13,6 +15,9 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from guidance.sampler import SampleResult
+
+if TYPE_CHECKING:
+    from pipelines.classifier_guidance import ClassifierGuidanceResult
 
 
 def subplots(
@@ -68,6 +73,43 @@ def plot_diagnostics(result: SampleResult, title: str = "") -> Image.Image:
         # Tick labels are most of this figure's drawing time; a handful per axis reads as well.
         ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(4))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return figure_to_image(fig)
+
+
+def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
+    """log p(y | x_t) over steps (left) and the guiding classifier's top-5 at the last step (right), as PIL."""
+    runs = [r for r in (result.guided, result.clean) if r is not None]
+    fig, axes = subplots(1 + len(runs), (4.6 * (1 + len(runs)), 3.2))
+    ax = axes[0]
+    colours = {"noise-aware": "tab:blue", "clean": "tab:orange"}
+    for run in runs:
+        steps = np.arange(len(run.timesteps))
+        c = colours[run.guide]
+        ax.plot(steps, run.noise_aware_log_prob.mean(1), color=c,
+                label=f"{run.guide}-guided: noise-aware log p(y|x_t)")
+        if run.guide == "clean":
+            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--",
+                    label=f"clean-guided: {result.clean_label} log p(y|x̂₀)")
+    ax.set_xlabel("step (noisy → clean)")
+    ax.set_ylabel("log p(target), mean over images")
+    ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for ax, run in zip(axes[1:], runs, strict=True):
+        ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]  # first image
+        last = ids[-1]
+        steps = np.arange(len(ids))
+        for rank, cid in enumerate(last):
+            # each of the final top-5 classes traced back over the steps where it was in the top-5
+            hit = ids == cid
+            series = np.where(hit.any(axis=1), np.where(hit, values, -np.inf).max(axis=1), np.nan)
+            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {result.class_names[int(cid)][:22]}")
+        ax.set_title(f"{run.guide}-guided: top-5 (image 1)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     return figure_to_image(fig)

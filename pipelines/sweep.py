@@ -19,8 +19,9 @@ from torch import Tensor
 from guidance.rules import SCALE, GuidanceRule, guide
 from guidance.sampler import SampleResult, StepState
 from models.denoisers import UNetDenoiser
+from models.loading import SDComponents
 from models.runtime import cpu_generator
-from pipelines.text_to_image import SDComponents, generate, latent_shape, prompt_contexts, resolve_size, to_pil
+from pipelines.text_to_image import generate, latent_shape, prompt_contexts, resolve_size, to_pil
 
 SWEEP_RULES = ("cfg", "perp-cfg")
 MAX_SWEEP_SCALES = 8

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -20,34 +20,10 @@ from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
 from guidance.sampler import SampleResult, StepState, initial_noise, sample
 from models.denoisers import UNetDenoiser
+from models.loading import SDComponents
 from models.runtime import cpu_generator
 from pipelines.attention import AttentionStore, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
-
-
-@dataclass
-class SDComponents:
-    """The parts of a Stable-Diffusion-1.x-style model; ``vae=None`` means pixel space."""
-
-    unet: object
-    text_encoder: object
-    tokenizer: object
-    scheduler_config: dict
-    vae: object | None = None
-    source: str = ""
-    extras: dict = field(default_factory=dict)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
 
 
 @dataclass

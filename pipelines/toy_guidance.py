@@ -25,14 +25,14 @@ from torch import Tensor, nn
 
 from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierGuidance, SampleResult, sample
-from models.adm import ADMClassifierLogProb
+from models.adm_sampling import ADMClassifierLogProb
 from models.denoisers import UNetDenoiser
-from models.loading import load_role_sd
+from models.loading import SDComponents, load_role_sd
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
 from models.toy_classifier import LabelledClassifier, load_labelled_classifier
 from pipelines.schedulers import make_scheduler, step_kwargs_for
-from pipelines.text_to_image import SDComponents, prompt_contexts
+from pipelines.text_to_image import prompt_contexts
 
 ROLES = ("sd", "classifier_noise_aware", "classifier_clean")
 
@@ -96,6 +96,11 @@ class ToyGuidedModels:
         return int(self.sd.unet.config.sample_size)
 
     @property
+    def sample_dtype(self) -> torch.dtype:
+        """The UNet's dtype: noise is drawn in it (float16 on CUDA)."""
+        return self.sd.dtype
+
+    @property
     def diffusion_steps(self) -> int:
         return int(self.sd.scheduler_config["num_train_timesteps"])
 
@@ -115,7 +120,7 @@ class ToyGuidedModels:
     def clean_guide(self, x0: Tensor) -> Tensor:
         """The clean classifier's logits for images in [-1, 1] (it was trained at t = 0)."""
         device = next(self.clean.net.parameters()).device
-        return self.clean.net(x0.to(device), torch.zeros(x0.shape[0], dtype=torch.long, device=device))
+        return self.clean.net(x0.to(device, torch.float32), torch.zeros(x0.shape[0], dtype=torch.long, device=device))
 
     def sampling_setup(self, y: Tensor, scale: float, respacing: str, use_ddim: bool) -> ToySampling:
         """DDIM (ε shifted by −√(1−ᾱ)·s·∇log p) or DDPM (mean shifted by s·β̃·∇log p) on the null-prompt branch.

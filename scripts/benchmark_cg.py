@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from guidance.sampler import ClassifierContext, classifier_gradient
-from models.adm import ADMClassifierLogProb, adm_sampling_setup, create_classifier, create_model, load_adm_state_dict
+from models.adm import create_classifier, create_model, load_adm_state_dict
+from models.adm_sampling import ADMClassifierLogProb, adm_sampling_setup
 from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared/golden/adm"

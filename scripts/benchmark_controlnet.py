@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from guidance.rules import GuidanceRule
-from models.controlnet_loading import build_tiny_controlnet, load_controlnet
+from models.controlnet_loading import load_controlnet
 from models.loading import load_sd
 from models.runtime import pick_runtime
-from models.tiny import build_tiny_sd
+from models.tiny import build_tiny_controlnet, build_tiny_sd
 from pipelines.controlnet import ControlSpec, controlnet_to_image
 from pipelines.schedulers import make_scheduler
 from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header

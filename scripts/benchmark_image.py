@@ -24,8 +24,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from guidance.rules import GuidanceRule  # noqa: E402
-from models.image_loading import build_tiny_image_models, load_variations_source  # noqa: E402
+from models.image_loading import load_variations_source
 from models.runtime import pick_runtime  # noqa: E402
+from models.tiny import build_tiny_image_models  # noqa: E402
 from pipelines.image_conditioning import variation_pixels, variations  # noqa: E402
 from scripts.bench_common import Row, interleaved_medians, markdown_table, run_header  # noqa: E402
 

@@ -33,7 +33,7 @@ from guidance.rules import GuidanceRule
 from models.controlnet_loading import controlnet_for
 from models.denoisers import UNetDenoiser
 from models.image_loading import ClipReadout, load_clip, load_image_variations
-from models.loading import load_role_sd
+from models.loading import SDComponents, load_role_sd
 from models.profiles import Profile, load_profile
 from models.runtime import Runtime, pick_runtime
 from models.toy_classifier import LabelledClassifier
@@ -41,7 +41,7 @@ from models.toy_judge import load_judge
 from pipelines.classifier_guidance import classifier_guided_sample
 from pipelines.controlnet import ControlNetDenoiser, ControlSpec
 from pipelines.image_conditioning import cross_modal_embedding, variation_pixels
-from pipelines.text_to_image import SDComponents, generate, latent_shape, resolve_size
+from pipelines.text_to_image import generate, latent_shape, resolve_size
 from pipelines.toy_guidance import ToyGuidedModels, load_toy_guided
 from scripts.toy_common import ASSETS, CANNY_HIGH, CANNY_LOW, RUNS, images_to_tensor, setup
 

@@ -13,12 +13,8 @@ from models.adm_loading import CHOICES, ModelChoice, load_adm_pair, role_spec
 from models.loading import sd_native_size
 from models.profiles import Profile
 from models.toy_classifier import class_names_in
-from pipelines.classifier_guidance import (
-    SAMPLERS,
-    classifier_guided_sample,
-    parse_steps,
-    plot_log_prob,  # moving to pipelines.plots
-)
+from pipelines.classifier_guidance import SAMPLERS, classifier_guided_sample, parse_steps
+from pipelines.plots import plot_log_prob
 from pipelines.toy_guidance import load_toy_guided
 from tasks import fields as F
 from tasks.common import images_field

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from condition.control import NO_PERSON, canny_map, check_thresholds, depth_map, pose_map, sanitize_image
+from condition.control import canny_map, check_thresholds, sanitize_image
 from guidance.rules import rule_from
+from models.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for
 from models.loading import load_role_sd
 from models.profiles import Profile
@@ -29,7 +30,6 @@ from tasks.common import (
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 CONTROLS = tuple(CONTROL_ROLES)
-MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
 
 
 def available_controls(profile: Profile) -> list[str]:
@@ -82,16 +82,16 @@ def check_maps(params: Params, profile: Profile) -> Mapping[str, Any]:
     return decoded
 
 
-def control_map(profile: Profile, params: Params, image, control: str) -> tuple[Any, str]:
+def control_map(ctx: TaskContext, params: Params, image, control: str) -> tuple[Any, str]:
     """The map the ControlNet reads, and a note for the user (pose: nobody found)."""
     if not params.preprocess:
         return image, ""
     if control == "canny":
         return canny_map(image, *check_thresholds(params.low_threshold, params.high_threshold)), ""
     if control == "depth":
-        return depth_map(image, profile.source("annotators"), params.preprocess_resolution), ""
-    pose, people = pose_map(image, profile.source("annotators"), params.preprocess_resolution,
-                            params.get("pose_hands", False), params.get("pose_face", False))
+        return depth_map(image, ctx.profile.source("annotators"), params.preprocess_resolution, ctx.runtime), ""
+    pose, people = pose_map(image, ctx.profile.source("annotators"), params.preprocess_resolution,
+                            params.get("pose_hands", False), params.get("pose_face", False), ctx.runtime)
     return pose, (NO_PERSON if people == 0 else "")
 
 
@@ -144,7 +144,7 @@ CONTROLNET_SPEC = EndpointSpec(
 
 
 def run_controlnet(params: Params, ctx: TaskContext) -> dict:
-    cmap, note = control_map(ctx.profile, params, params.image, params.control)
+    cmap, note = control_map(ctx, params, params.image, params.control)
     if note:
         ctx.note(note)
     out = generate(params, ctx, [(params.control, cmap, params.conditioning_scale, params.guidance_start,
@@ -184,7 +184,7 @@ def run_controlnet_multi(params: Params, ctx: TaskContext) -> dict:
     controls = []
     for suffix, image in (("_a", params.image), ("_b", params.image if params.image_b is None else params.image_b)):
         control = params[f"control{suffix}"]
-        cmap, note = control_map(ctx.profile, params, image, control)
+        cmap, note = control_map(ctx, params, image, control)
         if note:
             ctx.note(note)
         controls.append((control, cmap, params[f"conditioning_scale{suffix}"], params[f"guidance_start{suffix}"],

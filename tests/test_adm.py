@@ -19,15 +19,8 @@ from golden import GOLDEN_ADM, golden_adm_mark
 
 from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierContext, ClassifierGuidance, classifier_gradient, sample
-from models.adm import (
-    ADMClassifierLogProb,
-    ADMDenoiser,
-    adm_sampling_setup,
-    create_classifier,
-    create_model,
-    load_adm_state_dict,
-    to_runtime,
-)
+from models.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
+from models.adm_sampling import ADMClassifierLogProb, ADMDenoiser, adm_sampling_setup
 from models.adm_schedule import (
     ADMDDIMScheduler,
     ADMDDPMScheduler,

@@ -26,7 +26,8 @@ import pytest
 import torch
 from PIL import Image
 
-from condition.control import (
+from condition.control import sanitize_image
+from models.annotators import (
     MIDAS_FILES,
     NO_PERSON,
     OPENPOSE_FILES,
@@ -35,10 +36,9 @@ from condition.control import (
     load_openpose,
     missing_annotator_files,
     pose_map,
-    sanitize_image,
 )
-from models.controlnet_loading import build_tiny_controlnet
 from models.profiles import load_profile
+from models.tiny import build_tiny_controlnet
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"
 RES = 256  # the 128×128 photo is detected (and mapped) at 256×256
@@ -106,9 +106,10 @@ def write_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Path:
 
 def _forget(kind: str, source: str) -> None:
     """Drop a detector from the process-wide model cache (hundreds of MB for MiDaS) once the module is done."""
-    from models.loading import evict
+    from models.cache import evict
 
-    evict(("annotator", kind, source))
+    for device in ("cpu", "cuda"):
+        evict(("annotator", kind, source, device))
 
 
 @pytest.fixture(scope="module")

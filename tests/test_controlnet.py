@@ -7,9 +7,10 @@ from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
 
 from guidance.rules import GuidanceRule
-from models.controlnet_loading import build_tiny_controlnet, load_controlnet
+from models.controlnet_loading import load_controlnet
 from models.loading import load_sd
 from models.runtime import pick_runtime
+from models.tiny import build_tiny_controlnet
 from pipelines.controlnet import ControlSpec, control_keep, controlnet_to_image, map_embeddings_once
 from pipelines.schedulers import make_scheduler
 

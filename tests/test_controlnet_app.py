@@ -12,7 +12,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from live_app import live_app  # noqa: E402
 
-from models.controlnet_loading import build_tiny_controlnet  # noqa: E402
+from models.tiny import build_tiny_controlnet  # noqa: E402
 from pipelines.metadata import read_png_metadata  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"

@@ -11,10 +11,11 @@ from gradio_client.exceptions import AppError
 from live_app import live_app
 from PIL import Image
 
-from models.image_loading import build_tiny_image_models, build_tiny_ip_adapter, load_variations_source
+from models.image_loading import load_variations_source
 from models.loading import load_sd
 from models.profiles import load_profile
 from models.runtime import pick_runtime
+from models.tiny import build_tiny_image_models, build_tiny_ip_adapter
 from pipelines.image_conditioning import variation_pixels
 from pipelines.metadata import read_png_metadata
 from tasks.image_conditioning import IMAGE_CONDITIONING

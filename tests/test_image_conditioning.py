@@ -8,15 +8,10 @@ from PIL import Image
 
 from condition.image_embed import match_norm, preprocess, slerp, to_rgb
 from guidance.rules import GuidanceRule
-from models.image_loading import (
-    build_tiny_image_models,
-    build_tiny_ip_adapter,
-    load_clip_source,
-    load_ip_adapter_source,
-    load_variations_source,
-)
+from models.image_loading import load_clip_source, load_ip_adapter_source, load_variations_source
 from models.loading import ModelUnavailable, load_sd
 from models.runtime import pick_runtime
+from models.tiny import build_tiny_image_models, build_tiny_ip_adapter
 from pipelines.image_conditioning import (
     clip_scores,
     cross_modal,

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from models.controlnet_layout import embedding_channels
 from models.tiny import tiny_unet
-from pipelines.zero_conv import embedding_channels, zero_conv_analysis
+from pipelines.zero_conv import zero_conv_analysis
 
 
 @pytest.fixture(scope="module")
