@@ -14,38 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-MIN_SIDE = 8  # below this an image carries too little for CLIP to describe it
+from condition.images import sanitize_image
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def to_rgb(image, name: str = "image", max_pixels: int | None = None) -> Image.Image:
-    """An 8-bit RGB PIL image from any PIL mode (grey, palette, 16-bit, RGBA), or a clear ``ValueError``.
-
-    Transparent pixels are composited onto white: their stored colour is arbitrary (often black),
-    and CLIP would otherwise describe the hidden colour instead of what a viewer sees.
-    """
-    if image is None:
-        raise ValueError(f"{name} is missing: upload an image")
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"{name} must be an image, got {type(image).__name__}")
-    w, h = image.size
-    if min(w, h) < MIN_SIDE:
-        raise ValueError(f"{name} is {w}x{h}; each side must be at least {MIN_SIDE} pixels")
-    if max_pixels is not None and w * h > max_pixels:
-        raise ValueError(f"{name} is {w}x{h} = {w * h} pixels, above the upload cap of {max_pixels}")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # PIL's own conversion clips 16-bit values at 255; rescale the full range instead.
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() if array.max() > 0 else 1.0
-        image = Image.fromarray((array / top * 255).round().astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
 
 
 def encoder_input_size(image_encoder) -> int:
@@ -60,7 +32,7 @@ def preprocess(
     ``ToTensor`` → ``Resize((size, size), BICUBIC, antialias=False)`` → ``Normalize(mean, std)``;
     ``torchvision``'s tensor resize is ``F.interpolate(..., align_corners=False)`` with no clamp.
     """
-    array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
+    array = np.asarray(sanitize_image(image), dtype=np.float32) / 255.0
     x = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)

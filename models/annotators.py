@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from condition.control import sanitize_image
+from condition.images import sanitize_image
 from models.cache import cached
 from models.runtime import Runtime, pick_runtime
 

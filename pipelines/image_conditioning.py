@@ -30,8 +30,8 @@ from condition.image_embed import (
     processor_stats,
     slerp,
     text_embeddings,
-    to_rgb,
 )
+from condition.images import sanitize_image
 from guidance.rules import GuidanceRule
 from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
@@ -102,7 +102,7 @@ def variations(vsd: SDComponents, image: Image.Image | None = None, *, pixels: T
                **kwargs) -> GenerationResult:
     """Image variations of ``image`` (or of already preprocessed ``pixels``); kwargs as :func:`from_embedding`."""
     if pixels is None:
-        pixels = variation_pixels(vsd, to_rgb(image))
+        pixels = variation_pixels(vsd, sanitize_image(image))
     return from_embedding(vsd, image_embeddings(vsd.extras["image_encoder"], pixels), **kwargs)
 
 
@@ -118,7 +118,7 @@ def cross_modal_embedding(
         raise ValueError(f"mix must be between 0 and 1, got {mix!r}")
     image_emb = None
     if image is not None:
-        image_emb = image_embeddings(vsd.extras["image_encoder"], variation_pixels(vsd, to_rgb(image))).float()
+        image_emb = image_embeddings(vsd.extras["image_encoder"], variation_pixels(vsd, sanitize_image(image))).float()
     elif mix < 1.0:
         raise ValueError("cross-modal mode needs an image unless mix = 1 (pure text)")
     if mix == 0.0:
@@ -142,7 +142,7 @@ def cross_modal(vsd: SDComponents, clip: ClipReadout | None, image: Image.Image 
 
 def ip_adapter_pixels(ipa: IPAdapterComponents, image: Image.Image) -> Tensor:
     """IP-Adapter was trained on ``CLIPImageProcessor`` inputs (short side resized, centre crop), as diffusers does."""
-    return ipa.feature_extractor(images=to_rgb(image), return_tensors="pt").pixel_values
+    return ipa.feature_extractor(images=sanitize_image(image), return_tensors="pt").pixel_values
 
 
 @torch.no_grad()
@@ -179,7 +179,7 @@ def clip_scores(clip: ClipReadout, outputs: list[Image.Image], image: Image.Imag
     p = next(clip.model.parameters())
 
     def embed_images(images: list[Image.Image]) -> Tensor:
-        pixels = clip.processor(images=[to_rgb(i) for i in images], return_tensors="pt").pixel_values
+        pixels = clip.processor(images=[sanitize_image(i) for i in images], return_tensors="pt").pixel_values
         out = clip.model.get_image_features(pixel_values=pixels.to(p.device, p.dtype))
         return getattr(out, "pooler_output", out).float()
 

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from condition.control import canny_map
-from condition.image_embed import cosine, image_embeddings, to_rgb
+from condition.image_embed import cosine, image_embeddings
+from condition.images import sanitize_image
 from condition.shapes_world import CLASS_NAMES, SHAPE_NAMES, class_parts, from_tensor_range, make_batch, plain_caption
 from condition.text import encode_prompts
 from guidance.rules import GuidanceRule
@@ -176,7 +177,7 @@ def edge_f1(samples: torch.Tensor, maps: np.ndarray) -> float:
 def clip_image_features(clip: ClipReadout, images: np.ndarray) -> Tensor:
     """Projected CLIP image features of uint8 images, embedded as ``pipelines.image_conditioning.clip_scores`` does."""
     p = next(clip.model.parameters())
-    pixels = clip.processor(images=[to_rgb(im) for im in images], return_tensors="pt").pixel_values
+    pixels = clip.processor(images=[sanitize_image(im) for im in images], return_tensors="pt").pixel_values
     out = clip.model.get_image_features(pixel_values=pixels.to(p.device, p.dtype))
     return getattr(out, "pooler_output", out).float()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from condition.control import canny_map, check_thresholds, sanitize_image
+from condition.control import canny_map, check_thresholds
+from condition.images import sanitize_image
 from guidance.rules import rule_from
 from models.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from condition.control import sanitize_image
+from condition.images import sanitize_image
 from guidance.rules import rule_from
 from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
 from models.image_loading import load_ip_adapter as load_ipa

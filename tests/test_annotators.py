@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from condition.control import sanitize_image
+from condition.images import sanitize_image
 from models.annotators import (
     MIDAS_FILES,
     NO_PERSON,

@@ -6,7 +6,8 @@ import torch
 from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from condition.image_embed import match_norm, preprocess, slerp, to_rgb
+from condition.image_embed import match_norm, preprocess, slerp
+from condition.images import sanitize_image
 from guidance.rules import GuidanceRule
 from models.image_loading import load_clip_source, load_ip_adapter_source, load_variations_source
 from models.loading import ModelUnavailable, load_sd
@@ -65,20 +66,24 @@ def test_preprocessing_is_the_model_cards():
 
 
 def test_odd_images_become_rgb_and_bad_ones_are_clear_errors():
+    """The one upload sanitiser (control maps and CLIP inputs alike): conversions by one rule, clear refusals."""
     for mode in ("RGBA", "L", "P", "I;16"):
         img = photo().convert(mode) if mode != "I;16" else Image.fromarray(
             (np.arange(48 * 40).reshape(40, 48) * 30).astype(np.uint16))
-        assert to_rgb(img).mode == "RGB"
+        assert sanitize_image(img).mode == "RGB"
     clear = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
-    assert to_rgb(clear).getpixel((0, 0)) == (255, 255, 255)  # transparent shows as white, not black
-    with pytest.raises(ValueError, match="missing"):
-        to_rgb(None)
+    assert sanitize_image(clear).getpixel((0, 0)) == (255, 255, 255)  # transparent shows as white, not black
+    # 16-bit greys scale by the type's range, so a dark 16-bit image stays dark (not stretched to its maximum).
+    dark = Image.fromarray(np.full((16, 16), 1000, dtype=np.uint16))
+    assert sanitize_image(dark).getpixel((0, 0)) == (4, 4, 4)  # 1000 / 65535 · 255 = 3.9
+    with pytest.raises(ValueError, match="upload"):
+        sanitize_image(None)
     with pytest.raises(ValueError, match="at least"):
-        to_rgb(Image.new("RGB", (1, 1)))
-    with pytest.raises(ValueError, match="cap"):
-        to_rgb(Image.new("RGB", (100, 100)), max_pixels=5000)
-    with pytest.raises(ValueError, match="must be an image"):
-        to_rgb("not an image")
+        sanitize_image(Image.new("RGB", (1, 1)))
+    with pytest.raises(ValueError, match="at most 5,000"):
+        sanitize_image(Image.new("RGB", (100, 100)), max_pixels=5000)
+    with pytest.raises(ValueError, match="could not be read"):
+        sanitize_image("not an image")
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler"])
