@@ -16,7 +16,6 @@ from PIL import Image
 _MIN_DETECT = 64
 
 
-
 def canny_map(image: Image.Image | np.ndarray, low_threshold: int = 100, high_threshold: int = 200) -> Image.Image:
     """Canny edges of ``image`` as a 3-channel RGB image of the same size (edges 255, rest 0)."""
     arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
@@ -48,5 +47,3 @@ def check_thresholds(low: float, high: float) -> tuple[int, int]:
     if low > high:
         raise ValueError(f"low_threshold ({low:g}) must not exceed high_threshold ({high:g})")
     return int(low), int(high)
-
-

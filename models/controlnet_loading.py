@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.cache import cached
-from models.loading import ModelUnavailable, unavailable
+from models.loading import ModelUnavailable, load_weights, unavailable
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
 
@@ -18,7 +18,7 @@ def load_controlnet(source: str, runtime: Runtime | None = None, role: str = "co
         from diffusers import ControlNetModel
 
         try:
-            model = ControlNetModel.from_pretrained(source, torch_dtype=runtime.dtype, use_safetensors=True)
+            model = load_weights(ControlNetModel, source, runtime)
         except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
             raise unavailable(role, source, e) from e
         return model.to(runtime.device).eval().requires_grad_(False)

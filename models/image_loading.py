@@ -21,7 +21,15 @@ from pathlib import Path
 import torch
 
 from models.cache import cached
-from models.loading import SDComponents, _load_kwargs, _scheduler_config, load_role_sd, require_source, unavailable
+from models.loading import (
+    SDComponents,
+    load_role_sd,
+    load_weights,
+    require_source,
+    revision_of,
+    scheduler_config_of,
+    unavailable,
+)
 from models.runtime import Runtime, pick_runtime
 
 VARIATIONS_ROLE = "image_variations"
@@ -60,17 +68,11 @@ class IPAdapterComponents:
                 proc.scale = [float(scale)]
 
 
-def _revision(profile, role: str, source: str) -> dict:
-    revision = profile.options(role).get("revision")
-    return {"revision": revision} if revision and not Path(source).is_dir() else {}
-
-
 def load_image_variations(profile, runtime: Runtime | None = None):
     """The profile's ``image_variations`` model as ``SDComponents`` with ``extras`` image_encoder/feature_extractor."""
     runtime = runtime or pick_runtime()
     source = require_source(profile, VARIATIONS_ROLE)
-    rev = _revision(profile, VARIATIONS_ROLE, source)
-    return load_variations_source(source, runtime, **rev)
+    return load_variations_source(source, runtime, revision_of(profile, VARIATIONS_ROLE))
 
 
 def load_variations_source(source: str, runtime: Runtime | None = None, revision: str | None = None):
@@ -80,18 +82,15 @@ def load_variations_source(source: str, runtime: Runtime | None = None, revision
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-
-        kw = _load_kwargs(runtime)
         rev = {"revision": revision} if revision else {}
         try:
-            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw, **rev)
-            encoder = CLIPVisionModelWithProjection.from_pretrained(
-                source, subfolder="image_encoder", dtype=runtime.dtype, use_safetensors=True, **rev)
+            unet = load_weights(UNet2DConditionModel, source, runtime, subfolder="unet", **rev)
+            encoder = load_weights(CLIPVisionModelWithProjection, source, runtime, subfolder="image_encoder", **rev)
             processor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor", **rev)
             vae = None
             if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
-                vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw, **rev)
-            scheduler_config = _scheduler_config(source) if not rev else _hub_scheduler_config(source, revision)
+                vae = load_weights(AutoencoderKL, source, runtime, subfolder="vae", **rev)
+            scheduler_config = scheduler_config_of(source, revision)
         except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
             raise unavailable(VARIATIONS_ROLE, source, e) from e
         if unet.config.cross_attention_dim != encoder.config.projection_dim:
@@ -107,12 +106,6 @@ def load_variations_source(source: str, runtime: Runtime | None = None, revision
     return cached((VARIATIONS_ROLE, source, revision, runtime), build)
 
 
-def _hub_scheduler_config(source: str, revision: str) -> dict:
-    from diffusers import DDIMScheduler
-
-    return dict(DDIMScheduler.load_config(source, subfolder="scheduler", revision=revision))
-
-
 def load_clip(profile, runtime: Runtime | None = None) -> ClipReadout:
     runtime = runtime or pick_runtime()
     return load_clip_source(require_source(profile, CLIP_ROLE), runtime)
@@ -125,7 +118,7 @@ def load_clip_source(source: str, runtime: Runtime | None = None) -> ClipReadout
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         try:
-            model = CLIPModel.from_pretrained(source, dtype=runtime.dtype, use_safetensors=True)
+            model = load_weights(CLIPModel, source, runtime)
             tokenizer = CLIPTokenizer.from_pretrained(source)
             processor = CLIPImageProcessor.from_pretrained(source)
         except Exception as e:  # noqa: BLE001
@@ -186,8 +179,7 @@ def load_ip_adapter_source(sd, source: str, runtime: Runtime | None = None, *, s
 
         try:
             state = read_ip_adapter_weights(_adapter_file(source, subfolder, weight_name))
-            encoder = CLIPVisionModelWithProjection.from_pretrained(
-                source, subfolder=image_encoder, dtype=runtime.dtype, use_safetensors=True)
+            encoder = load_weights(CLIPVisionModelWithProjection, source, runtime, subfolder=image_encoder)
             unet = copy.deepcopy(sd.unet)
             # The same installation diffusers' load_ip_adapter performs on a pipeline's UNet.
             unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)

@@ -67,7 +67,7 @@ def require_source(profile, role: str) -> str:
 
 def load_role_sd(profile, runtime: Runtime | None = None, role: str = "sd"):
     """Lazily load (once per process) the profile's SD-style model for ``role``."""
-    return load_sd(require_source(profile, role), runtime, role=role)
+    return load_sd(require_source(profile, role), runtime, role=role, revision=revision_of(profile, role))
 
 
 def sd_native_size(source: str) -> int | None:
@@ -86,12 +86,27 @@ def sd_native_size(source: str) -> int | None:
         return None
 
 
-def _load_kwargs(runtime: Runtime) -> dict:
-    return {"torch_dtype": runtime.dtype, "use_safetensors": True}
+def load_weights(cls: type, source: str, runtime: Runtime, **kwargs):
+    """``cls.from_pretrained(source, **kwargs)`` in the runtime's dtype, the way a GPU Space needs it.
+
+    In float16 the repo's ``fp16`` variant files are asked for first (half the download), and the plain files
+    when the repo has none. Safetensors are preferred; a repo with only ``.bin`` weights is accepted, read by
+    diffusers' / transformers' own loaders, which call ``torch.load(weights_only=True)``
+    (``tests/test_loading.py`` checks every such call). Remote code is never trusted.
+    """
+    dtype_key = "torch_dtype" if cls.__module__.startswith("diffusers") else "dtype"
+    kwargs = {dtype_key: runtime.dtype, **{k: v for k, v in kwargs.items() if v is not None}}
+    if runtime.dtype == torch.float16:
+        try:
+            return cls.from_pretrained(source, variant="fp16", **kwargs)
+        except (OSError, ValueError) as e:
+            if "fp16" not in str(e) and "variant" not in str(e):
+                raise
+    return cls.from_pretrained(source, **kwargs)
 
 
-def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd"):
-    """A Stable-Diffusion-1.x-style folder or hub id as :class:`SDComponents`.
+def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd", revision: str | None = None):
+    """A Stable-Diffusion-1.x-style folder or hub id (at ``revision``) as :class:`SDComponents`.
 
     A folder without ``vae/`` is a pixel-space model (the toy profile's layout).
     """
@@ -101,15 +116,15 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd"):
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        kw = _load_kwargs(runtime)
+        rev = {"revision": revision} if revision else {}
         try:
-            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
-            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
-            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-            scheduler_config = _scheduler_config(source)
+            unet = load_weights(UNet2DConditionModel, source, runtime, subfolder="unet", **rev)
+            text_encoder = load_weights(CLIPTextModel, source, runtime, subfolder="text_encoder", **rev)
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **rev)
+            scheduler_config = scheduler_config_of(source, revision)
             vae = None
             if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
-                vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
+                vae = load_weights(AutoencoderKL, source, runtime, subfolder="vae", **rev)
         except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
             raise unavailable(role, source, e) from e
         for m in (unet, text_encoder, vae):
@@ -117,10 +132,18 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd"):
                 m.to(runtime.device).eval().requires_grad_(False)
         return SDComponents(unet, text_encoder, tokenizer, scheduler_config, vae, source=source)
 
-    return cached(("sd", source, runtime), build)
+    return cached(("sd", source, revision, runtime), build)
 
 
-def _scheduler_config(source: str) -> dict:
+def scheduler_config_of(source: str, revision: str | None = None) -> dict:
     from diffusers import DDIMScheduler
 
-    return dict(DDIMScheduler.load_config(source, subfolder="scheduler"))
+    rev = {"revision": revision} if revision else {}
+    return dict(DDIMScheduler.load_config(source, subfolder="scheduler", **rev))
+
+
+def revision_of(profile, role: str) -> str | None:
+    """The role's pinned hub revision (``{ source = "...", revision = "v2.0" }``); None for folders."""
+    revision = profile.options(role).get("revision")
+    source = profile.source(role) or ""
+    return revision if revision and not Path(source).is_dir() else None

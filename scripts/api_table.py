@@ -28,7 +28,7 @@ def describe(field: Field) -> str:
     elif kind == "seed":
         what = f"−1 (random) or 0–2⁶³−1 ({default})"
     elif kind == "size":
-        what = f"multiple of 8, ≤ {field.high} ({default})"
+        what = f"multiple of 8, width × height ≤ {field.high * 8:,} ({default})"
     elif kind == "flag":
         what = f"bool ({default})"
     elif kind == "image":
