@@ -34,6 +34,8 @@ class Limits:
     timeout_s: float = 600.0
     # Classifier guidance counts respaced ADM steps; the paper's setting is 250. None: max_steps.
     max_guided_steps: int | None = None
+    # Batch rows per model call and VAE decode (CFG's two branches count twice); None: no chunking.
+    max_batch_rows: int | None = None
 
     @property
     def guided_steps(self) -> int:
@@ -43,7 +45,8 @@ class Limits:
     def from_settings(cls, table: dict) -> Limits:
         values = {}
         for name, kind in (("max_pixels", int), ("max_steps", int), ("max_images", int),
-                           ("max_upload_pixels", int), ("timeout_s", float), ("max_guided_steps", int)):
+                           ("max_upload_pixels", int), ("timeout_s", float), ("max_guided_steps", int),
+                           ("max_batch_rows", int)):
             value = _setting(table, name, kind, f"limit {name} must be a number")
             if value is not None:
                 values[name] = value

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -55,3 +58,25 @@ def cpu_generator(seed: int) -> torch.Generator:
     if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed must be a whole number between 0 and {SEED_MAX}, got {seed!r}")
     return torch.Generator("cpu").manual_seed(int(seed))
+
+
+_ROW_BUDGET: ContextVar[int | None] = ContextVar("row_budget", default=None)
+
+
+@contextmanager
+def rows_at_most(max_rows: int | None) -> Iterator[None]:
+    """Within the block, model calls and VAE decodes take at most ``max_rows`` batch rows at a time.
+
+    The profile's ``[limits] max_batch_rows``: a 16-cell sweep is 32 UNet rows (two branches), which a GPU may
+    not hold at 1024²; rows are independent, so chunking changes memory, not results.
+    """
+    token = _ROW_BUDGET.set(max_rows)
+    try:
+        yield
+    finally:
+        _ROW_BUDGET.reset(token)
+
+
+def row_budget() -> int | None:
+    """The current row budget (None: no limit)."""
+    return _ROW_BUDGET.get()

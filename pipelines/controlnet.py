@@ -131,38 +131,44 @@ class ControlNetDenoiser(UNetDenoiser):
         self.controls = list(controls)
         self.maps = list(maps)  # one [B, 3, H, W] per control, already on the device and dtype
         self.active: list[list[bool]] = []  # per step, per net: did it run (for the diagnostics)
-        self._branch_maps: dict[tuple[int, int], Tensor] = {}
+        self._branch_maps: dict[tuple[int, int, int, int], Tensor] = {}
 
-    def _stacked(self, image: Tensor, branches: int) -> Tensor:
-        """The map repeated once per branch, built on the first step and reused (as diffusers does once)."""
-        if branches == 1:
-            return image
-        key = (id(image), branches)
+    def _stacked(self, image: Tensor, branches: int, rows: slice) -> Tensor:
+        """The map repeated once per branch (those ``rows`` of it), built on the first step and reused.
+
+        Reusing the same tensor every step lets :func:`map_embeddings_once` embed it once per run.
+        """
+        key = (id(image), branches, rows.start, rows.stop)
         if key not in self._branch_maps:
-            self._branch_maps[key] = torch.cat([image] * branches)
+            self._branch_maps[key] = (torch.cat([image] * branches) if branches > 1 else image)[rows]
         return self._branch_maps[key]
 
-    def residuals(self, x: Tensor, t: Tensor, call: ModelCall, context: Tensor):
+    def scales(self, call: ModelCall) -> list[float]:
+        """Each net's conditioning scale at this step (0 outside its start/end range)."""
+        return [spec.scale * control_keep(call.step_index, call.num_steps, spec.start, spec.end)
+                for spec in self.controls]
+
+    def residuals(self, x: Tensor, t: Tensor, call: ModelCall, context: Tensor, rows: slice):
         down = mid = None
-        active = []
-        for spec, image in zip(self.controls, self.maps, strict=True):
-            scale = spec.scale * control_keep(call.step_index, call.num_steps, spec.start, spec.end)
-            active.append(scale != 0)
+        for spec, image, scale in zip(self.controls, self.maps, self.scales(call), strict=True):
             if scale == 0:
                 continue
-            cond = self._stacked(image, len(call.branches))
+            cond = self._stacked(image, len(call.branches), rows)
             d, m = spec.controlnet(x, t, encoder_hidden_states=context, controlnet_cond=cond,
                                    conditioning_scale=scale, return_dict=False)  # fmt: skip
             if down is None:
                 down, mid = list(d), m
             else:
                 down, mid = [a + b for a, b in zip(down, d, strict=True)], mid + m
-        self.active.append(active)
         return down, mid
 
     def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
-        context = self.contexts(call)
-        down, mid = self.residuals(x, t, call, context)
+        self.active.append([scale != 0 for scale in self.scales(call)])
+        return super().__call__(x, t, call)
+
+    def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
+        context = self.contexts(call)[rows]
+        down, mid = self.residuals(x, t, call, context, rows)
         return self.unet(
             x, t, encoder_hidden_states=context, cross_attention_kwargs=self.cross_attention_kwargs,
             down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,

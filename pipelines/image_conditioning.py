@@ -56,11 +56,11 @@ class IPAdapterDenoiser(UNetDenoiser):
         super().__init__(unet, cond, uncond)
         self.image = {"cond": image_cond, "uncond": image_uncond}
 
-    def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
+    def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
         parts = [self.image[b] for b in call.branches]
         embeds = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self.unet(
-            x, t, encoder_hidden_states=self.contexts(call), added_cond_kwargs={"image_embeds": [embeds]},
+            x, t, encoder_hidden_states=self.contexts(call)[rows], added_cond_kwargs={"image_embeds": [embeds[rows]]},
             return_dict=False,
         )[0]
 

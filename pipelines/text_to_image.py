@@ -21,7 +21,7 @@ from guidance.rules import GuidanceRule
 from guidance.sampler import SampleResult, StepState, initial_noise, sample
 from models.denoisers import UNetDenoiser
 from models.loading import SDComponents
-from models.runtime import cpu_generator
+from models.runtime import cpu_generator, row_budget
 from pipelines.attention import AttentionStore, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
 
@@ -46,10 +46,28 @@ def to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+VAE_TILE_PIXELS = 768 * 768  # larger decodes go tile by tile: SD's VAE decoder peaks at several GB at 1024²
+
+
 def decode(sd: SDComponents, x: Tensor) -> Tensor:
-    """Model space to images in [0, 1] (VAE decode for latents, identity for pixels)."""
+    """Model space to images in [0, 1] (VAE decode for latents, identity for pixels).
+
+    Latents are decoded at most the row budget at a time (``models.runtime.rows_at_most``), and images larger
+    than ``VAE_TILE_PIXELS`` with the VAE's tiling, so memory does not grow with the batch or the size.
+    """
     if sd.vae is not None:
-        x = sd.vae.decode(x / sd.vae.config.scaling_factor, return_dict=False)[0]
+        latents = x / sd.vae.config.scaling_factor
+        pixels = latents.shape[-2] * latents.shape[-1] * sd.vae_scale_factor**2
+        step = row_budget() or latents.shape[0]
+        tiled = pixels > VAE_TILE_PIXELS
+        if tiled:
+            sd.vae.enable_tiling()
+        try:
+            x = torch.cat([sd.vae.decode(latents[i:i + step], return_dict=False)[0]
+                           for i in range(0, latents.shape[0], step)])
+        finally:
+            if tiled:
+                sd.vae.disable_tiling()
     return (x.float() / 2 + 0.5).clamp(0, 1).cpu()
 
 

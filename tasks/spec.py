@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from models.profiles import portable
-from models.runtime import Runtime, pick_runtime
+from models.runtime import Runtime, pick_runtime, rows_at_most
 from pipelines.metadata import Timings, attach_metadata, client_snippet, run_metadata
 from tasks.fields import Field
 
@@ -328,7 +328,8 @@ class Task:
     def run_parsed(self, endpoint: BoundEndpoint, params: Params, progress: ProgressFn | None = None) -> TaskResult:
         """Run an already validated request (the UI validates first, outside the GPU slot)."""
         ctx = TaskContext(endpoint, params, pick_runtime(), progress)
-        outputs = self.run(params, ctx)
+        with rows_at_most(endpoint.profile.limits.max_batch_rows):
+            outputs = self.run(params, ctx)
         missing = [o.name for o in self.spec.outputs if o.name not in outputs]
         if missing:
             raise RuntimeError(f"{self.spec.api_name} returned no {missing}")

@@ -141,3 +141,17 @@ def test_mismatched_controlnet_is_refused(tiny_sd_folder, maps, tmp_path):
     net = ControlNetModel.from_unet(sd.unet)  # default ×8 embedding, but the tiny VAE is ×2
     with pytest.raises(ValueError, match="different base model"):
         controlnet_to_image(sd, [ControlSpec(net, maps[0])], "a cat", rule=GuidanceRule("cfg", 5.0), **KW)
+
+
+def test_row_budget_chunks_controlnet_calls_exactly(tiny_sd_folder, tmp_path):
+    from models.runtime import rows_at_most
+
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    net = load_controlnet(str(build_tiny_controlnet(tmp_path / "cn", tiny_sd_folder, seed=4)), CPU32)
+    cmap = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    run = dict(KW, rule=GuidanceRule("cfg", 5.0), num_images=3)
+    whole = controlnet_to_image(sd, [ControlSpec(net, cmap, 0.8, 0.0, 0.5)], "a red cat", **run)
+    with rows_at_most(4):
+        chunked = controlnet_to_image(sd, [ControlSpec(net, cmap, 0.8, 0.0, 0.5)], "a red cat", **run)
+    assert (whole.images - chunked.images).abs().max().item() <= 1e-5
+    assert chunked.active == whole.active  # one record per step, not per chunk

@@ -228,3 +228,31 @@ def test_timeout_stops_at_a_step_boundary_with_a_clear_message(tiny_sd_folder, t
     assert seen == [0, 1]  # the loading notice, then one step: it stopped at the first boundary
     monkeypatch.setenv("CONDLAB_TIMEOUT_S", "600")
     assert len(TEXT_TO_IMAGE(profile, prompt=PROMPT, **SMALL).outputs["images"]) == 1  # and the next one runs
+
+
+def test_row_budget_chunks_model_calls_and_decodes_without_changing_pixels(tiny_sd_folder):
+    """A sweep's 2 × cells rows go through the UNet (and the VAE) at most max_batch_rows at a time."""
+    from models.runtime import rows_at_most
+
+    sd = load_sd(str(tiny_sd_folder), CPU32)
+    batches: list[int] = []
+    decodes: list[int] = []
+    hook = sd.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    real_decode = sd.vae.decode
+
+    def counting_decode(z, **kw):
+        decodes.append(z.shape[0])
+        return real_decode(z, **kw)
+
+    try:
+        whole = guidance_sweep(sd, PROMPT, [1.0, 5.0, 9.0], steps=2, width=32, height=32, seed=3)
+        assert batches == [12, 12]  # 6 cells × 2 branches, one call per step
+        batches.clear()
+        sd.vae.decode = counting_decode
+        with rows_at_most(5):
+            chunked = guidance_sweep(sd, PROMPT, [1.0, 5.0, 9.0], steps=2, width=32, height=32, seed=3)
+    finally:
+        hook.remove()
+        sd.vae.decode = real_decode
+    assert batches == [5, 5, 2] * 2 and decodes == [5, 1]
+    assert (whole.images - chunked.images).abs().max().item() <= 1e-5

@@ -1,0 +1,79 @@
+"""The one endpoint pattern, in process: validation before the GPU slot, an out-of-memory error as a message that
+frees the cache, notes as warnings, the spec's signature."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+import torch
+
+import tasks.text_to_image as t2i_task
+import ui.endpoint as endpoint_module
+from models.profiles import load_profile
+from tasks.text_to_image import TEXT_TO_IMAGE
+
+QUICK = dict(prompt="a red cat", steps=1, width=32, height=32, seed=1)
+
+
+@pytest.fixture
+def profile(tmp_path, tiny_sd_folder):
+    path = tmp_path / "p.toml"
+    path.write_text(f'sd = "{tiny_sd_folder}"\n[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\n')
+    return load_profile(str(path))
+
+
+@pytest.fixture
+def gpu_calls(monkeypatch):
+    """Every entry into the (would-be) spaces.GPU function, recorded."""
+    calls = []
+    real = endpoint_module.on_gpu
+
+    def recording(fn, duration):
+        def wrapped(params, progress=None):
+            calls.append((dict(params), duration(params, progress)))
+            return fn(params, progress)
+
+        return real(wrapped, duration)
+
+    monkeypatch.setattr(endpoint_module, "on_gpu", recording)
+    return calls
+
+
+def test_bad_input_never_reaches_the_gpu_slot(profile, gpu_calls):
+    fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
+    for bad in (dict(steps=0), dict(scale=99), dict(width=33), dict(guidance="magic")):
+        with pytest.raises(gr.Error):
+            fn(**{**QUICK, **bad})
+    assert gpu_calls == []
+    images, *_ = fn(**QUICK)
+    assert len(images) == 1 and len(gpu_calls) == 1
+    params, seconds = gpu_calls[0]
+    assert params["steps"] == 1 and 10 <= seconds <= 600  # the duration comes from the validated request
+
+
+def test_out_of_memory_is_a_message_frees_the_cache_and_the_next_request_runs(profile, gpu_calls, monkeypatch):
+    fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
+    real = t2i_task.text_to_image
+    state = {"raised": 0, "emptied": 0}
+
+    def once_out_of_memory(*args, **kwargs):
+        if not state["raised"]:
+            state["raised"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(t2i_task, "text_to_image", once_out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: state.__setitem__("emptied", state["emptied"] + 1))
+    with pytest.raises(gr.Error, match="ran out of memory") as err:
+        fn(**QUICK)
+    assert "Traceback" not in str(err.value) and state["emptied"] == 1
+    images, *_ = fn(**QUICK)
+    assert len(images) == 1
+
+
+def test_notes_become_warnings(profile, monkeypatch):
+    fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: shown.append(message))
+    fn(**{**QUICK, "prompt": "red cat " * 60})
+    assert shown and "truncated" in shown[0]
