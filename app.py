@@ -17,6 +17,7 @@ import spaces  # noqa: E402, F401, I001
 
 import gradio as gr  # noqa: E402
 
+from models.preload import on_a_space, preload, status_markdown  # noqa: E402
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
 from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
@@ -25,14 +26,14 @@ from ui.components import harden_numeric_inputs  # noqa: E402
 TITLE = "Conditioning Lab"
 
 
-def build_app(profile: Profile, why: str = "") -> gr.Blocks:
+def build_app(profile: Profile, why: str = "", loading: str = "Models load on first use.") -> gr.Blocks:
     runtime = pick_runtime()
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nHow diffusion models are steered: classifier guidance, CFG, Perp-CFG, cross-attention, "
             f"ControlNet and CLIP image conditioning.\n\n"
             f"**Profile: `{profile.name}`** — {profile.description} · running on **{runtime.label}**"
-            + (f" · picked because {why}" if why else "")
+            + (f" · picked because {why}" if why else "") + f"\n\n{loading}"
         )
         with gr.Tab("Text to image"):
             text_to_image.build(profile)
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     choice = ProfileChoice(args.profile, "chosen with --profile") if args.profile else choose_default_profile()
     profile = load_profile(choice.name)
-    use_cpu_threads(pick_runtime(), profile.cpu_threads)
-    demo = build_app(profile, choice.reason)
+    runtime = pick_runtime()
+    use_cpu_threads(runtime, profile.cpu_threads)
+    # On a Space every role is fetched and loaded now, in the main process: no GPU slot waits for a download.
+    loading = status_markdown(preload(profile, runtime)) if on_a_space() else "Models load on first use."
+    demo = build_app(profile, choice.reason, loading)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port)
 
