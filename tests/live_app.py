@@ -49,13 +49,13 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 @contextmanager
 def live_app(
-    profile: str | os.PathLike,
+    profile: str | os.PathLike | None,
     *,
     env: dict[str, str] | None = None,
     startup_timeout: float = 240.0,
     args: list[str] | None = None,
 ) -> Iterator:
-    """Start ``app.py --profile PROFILE --port FREE``, yield a connected ``gradio_client.Client``, then stop it.
+    """Start ``app.py --profile PROFILE --port FREE`` (no ``--profile`` when None), yield a connected ``gradio_client.Client``, then stop it.
 
     ``client.app_url`` / ``client.app_log`` / ``client.app_pid`` (attributes added here) give the URL, the log
     file and the app process id (to measure its memory).
@@ -70,8 +70,9 @@ def live_app(
                 "PYTHONUNBUFFERED": "1",
                 # Tiny models on a 2-core machine run far faster single-threaded (measured ~10x).
                 "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, str(ROOT / "app.py"), "--profile", str(profile), "--port", str(port),
-               "--host", "127.0.0.1", *(args or [])]
+    chosen = ["--profile", str(profile)] if profile is not None else []  # None: the app picks, as on a Space
+    command = [sys.executable, str(ROOT / "app.py"), *chosen, "--port", str(port), "--host", "127.0.0.1",
+               *(args or [])]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     try:

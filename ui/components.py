@@ -16,7 +16,16 @@ RADIO_MAX = 6
 
 
 def field_component(field: Field, **overrides) -> gr.components.Component:
-    """The input component for ``field``: its label, default, bounds and step, unless ``overrides`` say otherwise."""
+    """The input component for ``field``: its label, default, bounds and step, unless ``overrides`` say otherwise.
+
+    The component remembers the field's API name, so its own refusals name the parameter a client passed.
+    """
+    component = _make_component(field, **overrides)
+    component.condlab_field = field.name
+    return component
+
+
+def _make_component(field: Field, **overrides) -> gr.components.Component:
     kind, widget = field.kind, field.widget
     if kind == "image":
         return image_upload(**{"value": field.default, "label": field.label, "format": "png", **overrides})
@@ -110,15 +119,20 @@ def harden_numeric_inputs(blocks: gr.Blocks) -> None:
     """
     for block in blocks.blocks.values():
         if isinstance(block, gr.Number | gr.Slider) and not getattr(block, "_condlab_hardened", False):
-            block.preprocess = _numeric_preprocess(block.preprocess, block.label or "a number input")
+            name = getattr(block, "condlab_field", None) or block.label or "a number input"
+            block.preprocess = _numeric_preprocess(block, block.preprocess, name)
             block._condlab_hardened = True
 
 
-def _numeric_preprocess(decode: Callable, label: str) -> Callable:
+def _numeric_preprocess(block: gr.Number | gr.Slider, decode: Callable, label: str) -> Callable:
+    low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
+
     def preprocess(payload):
         if payload is not None and (isinstance(payload, bool) or not isinstance(payload, int | float)
                                     or not math.isfinite(payload)):
             raise gr.Error(f"{label} must be a finite number, got {str(payload)[:40]!r}")
+        if payload is not None and low is not None and high is not None and not low <= payload <= high:
+            raise gr.Error(f"{label} must be between {low:g} and {high:g}, got {payload!r}")
         return decode(payload)
 
     return preprocess
