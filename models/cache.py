@@ -21,3 +21,9 @@ def evict(key: tuple) -> None:
     """Forget a cached model (its memory is freed once nothing else holds it)."""
     with _LOCK:
         _CACHE.pop(key, None)
+
+
+def cached_items() -> list[tuple[tuple, object]]:
+    """What is loaded now (key, object), for reports such as ``scripts/gpu_check.py``."""
+    with _LOCK:
+        return list(_CACHE.items())

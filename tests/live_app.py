@@ -55,7 +55,8 @@ def live_app(
     startup_timeout: float = 240.0,
     args: list[str] | None = None,
 ) -> Iterator:
-    """Start ``app.py --profile PROFILE --port FREE`` (no ``--profile`` when None), yield a connected ``gradio_client.Client``, then stop it.
+    """Start ``app.py --profile PROFILE --port FREE`` (no ``--profile`` when None), yield a connected
+    ``gradio_client.Client``, then stop it.
 
     ``client.app_url`` / ``client.app_log`` / ``client.app_pid`` (attributes added here) give the URL, the log
     file and the app process id (to measure its memory).

@@ -1,0 +1,47 @@
+"""The one-shot GPU check's CPU-safe parts: its request plan runs through the tasks and the report is written."""
+
+from __future__ import annotations
+
+import json
+
+from models.profiles import load_profile
+from scripts.gpu_check import PLAN, main, run_plan, write_report
+from tasks import all_tasks
+
+
+def test_the_plan_covers_every_endpoint_with_valid_requests():
+    assert {api for api, _, _ in PLAN} == {t.spec.api_name for t in all_tasks()}
+    full = load_profile("full")
+    for api, _label, request in PLAN:
+        endpoint = next(t for t in all_tasks() if t.spec.api_name == api).spec.bind(full)
+        assert set(request) <= set(endpoint.names), (api, set(request) - set(endpoint.names))
+        for name, value in request.items():  # each value is one the field takes (uploads aside)
+            if endpoint.field(name).kind != "image":
+                endpoint.field(name).parse(value)
+
+
+def test_quick_run_on_the_cpu_writes_the_report(everything_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ResNet-50 here: compare_clean must say so
+    monkeypatch.setenv("CONDLAB_ADM_CACHE", str(tmp_path / "adm"))
+    profile = load_profile(str(everything_profile))
+    rows = run_plan(profile, quick=True)
+    by_label = {r.label: r for r in rows}
+    for label in ("CFG, 25 steps", "canny", "variations", "IP-Adapter", "cross-modal", "2D mixture",
+                  "zero convolutions"):
+        assert by_label[label].ok, (label, by_label[label].message)
+    assert not by_label["depth (MiDaS)"].ok and "dpt_hybrid" in by_label["depth (MiDaS)"].message
+    assert all("Traceback" not in r.message for r in rows)
+    summary = write_report(rows, profile, tmp_path)
+    assert summary.startswith(f"gpu check: {sum(r.ok for r in rows)}/{len(PLAN)} requests ok on CPU (cpu float32)")
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert len(report["rows"]) == len(PLAN) and report["model_dtypes"]
+    assert "/work/" not in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_exit_code_says_whether_everything_ran(tmp_path, monkeypatch):
+    import scripts.gpu_check as check
+
+    monkeypatch.setattr(check, "PLAN", [("/playground", "2D mixture", dict(steps=5, num_samples=10, seed=0))])
+    assert main(["--profile", "toy", "--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(check, "PLAN", [("/playground", "bad", dict(steps=0))])
+    assert main(["--profile", "toy", "--out", str(tmp_path)]) == 1
