@@ -107,7 +107,15 @@ def test_example_rows_are_valid_requests():
         (TASKS["/controlnet"], controlnet.toy_examples()),
         (TASKS["/image_conditioning"], image_conditioning.toy_examples()),
     ]
-    for task, rows in sets:
-        endpoint = task.spec.bind(toy)
-        for row in rows:
-            endpoint.parse(dict(zip(endpoint.names, endpoint.row(**row), strict=True)))
+    full = load_profile("full")
+    sets_full: list[tuple[Task, tuple]] = [
+        (TASKS["/text_to_image"], text_to_image.FULL_EXAMPLES),
+        (TASKS["/classifier_guidance"], classifier_guidance.IMAGENET_EXAMPLES),
+        (TASKS["/controlnet"], controlnet.photo_examples()),
+        (TASKS["/image_conditioning"], image_conditioning.photo_examples()),
+    ]
+    for profile, examples in ((toy, sets), (full, sets_full)):
+        for task, rows in examples:
+            endpoint = task.spec.bind(profile)
+            for row in rows:
+                endpoint.parse(dict(zip(endpoint.names, endpoint.row(**row), strict=True)))

@@ -34,6 +34,14 @@ TOY_EXAMPLES = (
 )
 
 
+IMAGENET_EXAMPLES = (
+    dict(class_name="golden retriever", model="64x64", classifier_scale=1.0, steps="ddim25", seed=0,
+         compare_clean=True),
+    dict(class_name="volcano", model="64x64", classifier_scale=4.0, steps="ddim25", seed=1, num_images=2),
+    dict(class_name="tabby", model="256x256-uncond", classifier_scale=10.0, steps="ddim25", seed=2),
+)
+
+
 def build(profile: Profile) -> None:
     endpoint = CLASSIFIER_GUIDANCE.spec.bind(profile)
     toy = uses_world_classes(profile)
@@ -51,7 +59,7 @@ def build(profile: Profile) -> None:
             run = gr.Button("Sample", variant="primary", elem_id="cg-run")
         with gr.Column(scale=2):
             outputs = render_outputs(CLASSIFIER_GUIDANCE.spec, ["samples", "log_prob", "metadata", "seed"])
-    wire(run, CLASSIFIER_GUIDANCE, endpoint, inputs, outputs, examples=TOY_EXAMPLES if toy else ())
+    wire(run, CLASSIFIER_GUIDANCE, endpoint, inputs, outputs, examples=TOY_EXAMPLES if toy else IMAGENET_EXAMPLES)
     # The paper's setting differs per model (s = 10 for the unconditional 256×256 model).
     choices = model_choices(profile)
     inputs["model"].change(lambda m: gr.update(value=choices[m].default_scale) if m in choices else gr.update(),

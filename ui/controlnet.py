@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from models.profiles import Profile
-from tasks.common import toy_example
+from tasks.common import PHOTOS, toy_example
 from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, CONTROLS, ZERO_CONV, available_controls
 from ui.components import render_fields, render_outputs
 from ui.endpoint import wire
@@ -34,6 +34,15 @@ def toy_examples() -> tuple[dict, ...]:
             dict(image=toy_example("large_circle"), prompt="a magenta square", seed=1, **common),
             dict(image=toy_example("large_circle"), prompt="a magenta square", conditioning_scale=0.0, seed=1,
                  **common))
+
+
+def photo_examples() -> tuple[dict, ...]:
+    # The scikit-image photos shipped in assets/photos (CREDITS.md): edges, depth and pose of the same astronaut.
+    photo = str(PHOTOS / "astronaut.png")
+    return (dict(image=photo, control="canny", prompt="a bronze statue of an astronaut", seed=0),
+            dict(image=photo, control="depth", prompt="an astronaut in a jungle, oil painting", seed=1),
+            dict(image=photo, control="pose", prompt="a knight in armour", seed=2),
+            dict(image=photo, control="canny", prompt="a bronze statue of an astronaut", guidance_end=0.4, seed=0))
 
 
 def build(profile: Profile) -> None:
@@ -67,7 +76,8 @@ def build(profile: Profile) -> None:
             run = gr.Button("Generate", variant="primary", elem_id="cn-run")
         with gr.Column(scale=2):
             outputs = render_outputs(CONTROLNET.spec)
-    wire(run, CONTROLNET, one, inputs, outputs, examples=toy_examples() if toy and "canny" in have else ())
+    examples = toy_examples() if toy and "canny" in have else photo_examples() if not toy else ()
+    wire(run, CONTROLNET, one, inputs, outputs, examples=examples)
 
     with gr.Accordion("Multi-ControlNet: two maps, each with its own scale and range", open=False):
         with gr.Row():

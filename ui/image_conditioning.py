@@ -6,7 +6,7 @@ import gradio as gr
 
 from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE
 from models.profiles import Profile
-from tasks.common import toy_example
+from tasks.common import PHOTOS, toy_example
 from tasks.image_conditioning import IMAGE_CONDITIONING
 from ui.components import render_fields, render_outputs
 from ui.endpoint import wire
@@ -30,6 +30,15 @@ def toy_examples() -> tuple[dict, ...]:
             dict(image=toy_example("triangle"), mode="cross-modal", prompt="a blue square", mix=1.0, seed=2, **common))
 
 
+def photo_examples() -> tuple[dict, ...]:
+    # The shipped cat photo: its variations, a text prompt plus the image, then half-way to a text embedding.
+    cat = str(PHOTOS / "chelsea.png")
+    return (dict(image=cat, mode="variations", seed=0),
+            dict(image=cat, mode="ip-adapter", prompt="a cat astronaut on the moon", image_scale=0.6, scale=7.5,
+                 seed=1),
+            dict(image=cat, mode="cross-modal", prompt="a photo of a dog", mix=0.5, seed=2))
+
+
 def build(profile: Profile) -> None:
     """Lay out the tab; the endpoint exists even when roles are missing (it then says which)."""
     endpoint = IMAGE_CONDITIONING.spec.bind(profile)
@@ -50,5 +59,6 @@ def build(profile: Profile) -> None:
         with gr.Column(scale=2):
             outputs = render_outputs(IMAGE_CONDITIONING.spec, ["images", "clip_scores", "diagnostics", "metadata",
                                                                "seed"])
-    toy = profile.name == "toy" and profile.has(VARIATIONS_ROLE)
-    wire(run, IMAGE_CONDITIONING, endpoint, inputs, outputs, examples=toy_examples() if toy else ())
+    toy = profile.name == "toy"
+    examples = (toy_examples() if profile.has(VARIATIONS_ROLE) else ()) if toy else photo_examples()
+    wire(run, IMAGE_CONDITIONING, endpoint, inputs, outputs, examples=examples)

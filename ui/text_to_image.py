@@ -22,6 +22,12 @@ TOY_EXAMPLES = (
          num_images=2, attention_token="yellow"),
     dict(prompt="a green cross", guidance="none", scale=1.0, seed=2, num_images=2),
 )
+# With real weights: the same prompt at a high scale under CFG and under Perp-CFG, then the token map.
+FULL_EXAMPLES = (
+    dict(prompt="a photo of a red cat on a blue sofa", guidance="cfg", scale=12.0, seed=0),
+    dict(prompt="a photo of a red cat on a blue sofa", guidance="perp-cfg", scale=12.0, seed=0),
+    dict(prompt="a watercolor painting of a lighthouse at dusk", scale=7.5, seed=1, attention_token="lighthouse"),
+)
 
 
 def build(profile: Profile) -> None:
@@ -54,5 +60,5 @@ def build(profile: Profile) -> None:
         sweep_outputs = render_outputs(GUIDANCE_SWEEP.spec)
 
     # Toy examples are cached on first click: the toy model answers in about a second.
-    wire(run, TEXT_TO_IMAGE, t2i, inputs, outputs, examples=TOY_EXAMPLES if profile.name == "toy" else ())
+    wire(run, TEXT_TO_IMAGE, t2i, inputs, outputs, examples=TOY_EXAMPLES if profile.name == "toy" else FULL_EXAMPLES)
     wire(sweep_run, GUIDANCE_SWEEP, sweep, {**inputs, **sweep_inputs}, sweep_outputs)
