@@ -147,3 +147,35 @@ def revision_of(profile, role: str) -> str | None:
     revision = profile.options(role).get("revision")
     source = profile.source(role) or ""
     return revision if revision and not Path(source).is_dir() else None
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def weights_on_disk(source: str) -> tuple[int, bool]:
+    """(bytes of weight files, whether they are local): a folder's files, or a hub repo's cached snapshot.
+
+    ``(0, False)`` for a hub repo not in the cache yet: its first use downloads it.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES and f.is_file()), True
+    if path.is_file():
+        return path.stat().st_size, True
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_id == source and repo.repo_type == "model":
+                return repo.size_on_disk, True
+    except Exception:  # noqa: BLE001 - no cache folder yet, or an unreadable one: treat as not cached
+        pass
+    return 0, False
+
+
+def describe_load(role: str, source: str | None) -> str:
+    """What the progress bar says while a role loads: ``loading sd (3.4 GB)`` or ``downloading and loading …``."""
+    if not source:
+        return f"{role} (not in this profile)"
+    size, local = weights_on_disk(source)
+    return f"{role} ({size / 1e9:.2f} GB)" if local else f"{role} (downloading {source} first)"

@@ -87,6 +87,13 @@ def main() -> None:
             ("Classifier guidance 256×256", "ADM 256×256 uncond + classifier",
              adm("256x256_diffusion_uncond") + adm("256x256_classifier")),
         ]
+    # On a Space every role is loaded at startup (models/preload.py), so the GPU holds all of them at once.
+    everything = sd + 3 * cn + (unet + vae + vit_l) + (unet + vit_h) + (text + vit_l)
+    if GOLDEN.is_dir():
+        everything += sum(n for tab, _, n in rows if tab.startswith("Classifier guidance"))
+    rows.append(("Everything at startup (a Space)", "SD 1.5, 3 ControlNets, image variations, IP-Adapter, full CLIP "
+                 "ViT-L/14" + (", both ADM pairs" if GOLDEN.is_dir() else "") + " (MiDaS and OpenPose, fp32, not "
+                 "counted)", everything))
     print("| tab | models | parameters | fp16 weights |")
     print("|---|---|---:|---:|")
     for tab, what, n in rows:

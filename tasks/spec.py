@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from models.loading import describe_load
 from models.profiles import portable
 from models.runtime import Runtime, pick_runtime, rows_at_most
 from pipelines.metadata import Timings, attach_metadata, client_snippet, run_metadata
@@ -242,8 +243,7 @@ class TaskContext:
     @contextmanager
     def loading(self, *roles: str) -> Iterator[None]:
         """Time the block as "load" and say which models it loads (a first load may download gigabytes)."""
-        names = ", ".join(f"{role} ({self.profile.display_source(role) or 'not in this profile'})" for role in roles)
-        self.report(0, 1, f"loading {names}")
+        self.report(0, 1, "loading " + ", ".join(describe_load(role, self.profile.source(role)) for role in roles))
         with self.timings.section("load"):
             yield
 

@@ -256,3 +256,11 @@ def test_row_budget_chunks_model_calls_and_decodes_without_changing_pixels(tiny_
         sd.vae.decode = real_decode
     assert batches == [5, 5, 2] * 2 and decodes == [5, 1]
     assert (whole.images - chunked.images).abs().max().item() <= 1e-5
+
+
+def test_progress_says_which_model_loads_and_its_size_before_the_steps(tiny_sd_folder, tmp_path):
+    profile = load_profile(write_profile(tmp_path, str(tiny_sd_folder)))
+    seen = []
+    TEXT_TO_IMAGE(profile, lambda done, total, desc: seen.append((done, total, desc)), prompt=PROMPT, **SMALL)
+    assert seen[0][2].startswith("loading sd (") and seen[0][2].endswith(" GB)")
+    assert [s[:2] for s in seen[1:]] == [(i, 4) for i in range(1, 5)]  # then one tick per denoising step
