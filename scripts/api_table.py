@@ -52,6 +52,40 @@ def api_table(profile: Profile) -> str:
     return "\n".join(lines)
 
 
+def gpu_budgets(profile: Profile) -> str:
+    """The ZeroGPU duration each endpoint asks for: its default request and its largest allowed one."""
+    from tasks.spec import Params
+
+    lines = ["| endpoint | default request | largest request |", "|---|---:|---:|"]
+    for task in all_tasks():
+        if task.spec.cost is None:
+            continue
+        endpoint = task.spec.bind(profile)
+        default = {f.name: f.default for f in endpoint.fields}
+        largest = dict(default)
+        for f in endpoint.fields:
+            if f.name in ("steps", "num_images", "latent_size") and f.high is not None:
+                largest[f.name] = f.high
+        if "width" in largest:  # the pixel cap as a square
+            largest["width"] = largest["height"] = int(profile.limits.max_pixels**0.5) // 8 * 8
+        if "scales" in largest:
+            largest["scales"] = ", ".join(["1"] * 8)
+        if task.spec.api_name == "/classifier_guidance":
+            largest["steps"], largest["compare_clean"] = str(profile.limits.guided_steps), True
+            if "256x256-uncond" in endpoint.field("model").choices:
+                largest["model"] = "256x256-uncond"
+        seconds = []
+        for request in (default, largest):
+            try:
+                params = endpoint.parse({k: v for k, v in request.items() if endpoint.field(k).kind != "image"})
+            except ValueError:  # an upload or a model file is needed to resolve it: estimate without the checks
+                params = Params({f.name: f.parse(request[f.name]) if f.kind != "image" else None
+                                 for f in endpoint.fields})
+            seconds.append(endpoint.gpu_seconds(params))
+        lines.append(f"| `{task.spec.api_name}` | {seconds[0]} s | {seconds[1]} s |")
+    return "\n".join(lines)
+
+
 def readme_block(profile_name: str = "full") -> str:
     table = api_table(load_profile(profile_name))
     return (f"{START}\n_Generated from the endpoint specs by `python -m scripts.api_table --write` (profile "
@@ -61,7 +95,11 @@ def readme_block(profile_name: str = "full") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update README.md between the api-table markers")
+    parser.add_argument("--budgets", action="store_true", help="print the ZeroGPU durations of the full profile")
     args = parser.parse_args()
+    if args.budgets:
+        print(gpu_budgets(load_profile("full")))
+        return
     block = readme_block()
     if not args.write:
         print(block)

@@ -64,6 +64,7 @@ class Row:
     ok: bool
     seconds: float
     peak_memory_mib: float | None
+    budget_s: int = 0  # the ZeroGPU duration this request would ask for (tasks' cost estimate)
     message: str = ""
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -109,10 +110,12 @@ def run_plan(profile: Profile, quick: bool = False) -> list[Row]:
             try:
                 result = tasks[api](profile, **request)
             except Exception as e:  # noqa: BLE001 - the report lists every failure; the check goes on
-                rows.append(Row(api, label, False, time.perf_counter() - start, None, f"{type(e).__name__}: {e}"))
+                rows.append(Row(api, label, False, time.perf_counter() - start, None,
+                                message=f"{type(e).__name__}: {e}"))
                 continue
             seconds = time.perf_counter() - start
-        rows.append(Row(api, label, True, round(seconds, 2), memory["mib"], notes=result.notes,
+        rows.append(Row(api, label, True, round(seconds, 2), memory["mib"], endpoint.gpu_seconds(result.params),
+                        notes=result.notes,
                         warnings=sorted({str(w.message)[:200] for w in caught})))
     return rows
 
@@ -124,17 +127,18 @@ def write_report(rows: list[Row], profile: Profile, out: Path) -> str:
     peak = max((r.peak_memory_mib or 0.0) for r in rows)
     total = sum(r.seconds for r in rows)
     memory = f"peak {peak:.0f} MiB" if peak else "peak memory n/a"
+    over = [r for r in rows if r.ok and r.seconds > r.budget_s]  # the ZeroGPU estimate would have cut these short
     summary = (f"gpu check: {ok}/{len(rows)} requests ok on {device} ({runtime.name}), profile {profile.name}, "
-               f"{total:.0f} s, {memory}")
+               f"{total:.0f} s, {memory}, {len(over)} over their ZeroGPU budget")
     out.mkdir(parents=True, exist_ok=True)
     report = {"summary": summary, "device": device, "runtime": runtime.name, "profile": profile.name,
               "torch": torch.__version__, "rows": [asdict(r) for r in rows], "model_dtypes": loaded_dtypes()}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    lines = [f"# {summary}", "", "| endpoint | request | ok | s | peak MiB | notes / error |",
-             "|---|---|---|---:|---:|---|"]
+    lines = [f"# {summary}", "", "| endpoint | request | ok | s | ZeroGPU budget s | peak MiB | notes / error |",
+             "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         detail = r.message or "; ".join(r.notes + r.warnings)
-        lines.append(f"| `{r.endpoint}` | {r.label} | {'✓' if r.ok else '✗'} | {r.seconds:.1f} | "
+        lines.append(f"| `{r.endpoint}` | {r.label} | {'✓' if r.ok else '✗'} | {r.seconds:.1f} | {r.budget_s} | "
                      f"{r.peak_memory_mib if r.peak_memory_mib is not None else 'n/a'} | {detail[:300]} |")
     lines += ["", "| model | dtypes |", "|---|---|"]
     lines += [f"| {k} | {', '.join(v)} |" for k, v in report["model_dtypes"].items()]

@@ -27,6 +27,9 @@ TOY_CHOICES = {"toy": ModelChoice("", "", 10.0, "toy 32×32 UNet (empty prompt) 
 # A respaced step costs one UNet call plus a classifier forward and backward pass (measured ≈ 1:1 on the golden
 # pair, scripts/benchmark_cg.py); compare_clean runs the whole thing twice.
 CLASSIFIER_COST = 1.0
+# ADM works in pixel space: one forward at 64² / 256² costs about what SD 1.5 spends on this many megapixels of
+# output (an estimate from the parameter counts and feature-map sizes; scripts/gpu_check.py measures it on a GPU).
+ADM_MEGAPIXEL_EQUIVALENT = {64: 0.13, 256: 0.52}
 
 
 def uses_world_classes(profile: Profile) -> bool:
@@ -71,7 +74,8 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
 
 def cost(params: Params) -> float:
     runs = 2 if params.compare_clean else 1
-    return params.kept_steps * params.image_size**2 / 1e6 * params.num_images * (1 + CLASSIFIER_COST) * runs
+    per_image = ADM_MEGAPIXEL_EQUIVALENT.get(params.image_size, params.image_size**2 / 1e6)
+    return params.kept_steps * per_image * params.num_images * (1 + CLASSIFIER_COST) * runs
 
 
 CLASSIFIER_GUIDANCE_SPEC = EndpointSpec(
