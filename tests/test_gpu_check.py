@@ -33,7 +33,8 @@ def test_quick_run_on_the_cpu_writes_the_report(everything_profile, tmp_path, mo
     assert all("Traceback" not in r.message for r in rows)
     summary = write_report(rows, profile, tmp_path)
     assert summary.startswith(f"gpu check: {sum(r.ok for r in rows)}/{len(PLAN)} requests ok on CPU (cpu float32)")
-    assert summary.endswith("over their ZeroGPU budget") and all(r.budget_s >= 10 for r in rows if r.ok)
+    assert summary.endswith("over their ZeroGPU budget")
+    assert all(r.budget_s >= 10 for r in rows if r.ok and r.endpoint != "/playground")  # the playground is CPU work
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert len(report["rows"]) == len(PLAN) and report["model_dtypes"]
     assert "/work/" not in (tmp_path / "gpu_check.md").read_text()
