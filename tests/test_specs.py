@@ -119,3 +119,27 @@ def test_example_rows_are_valid_requests():
             endpoint = task.spec.bind(profile)
             for row in rows:
                 endpoint.parse(dict(zip(endpoint.names, endpoint.row(**row), strict=True)))
+
+
+def test_adding_a_parameter_is_one_line(monkeypatch):
+    """One more Field in the spec: the API signature, the component, validation and the corpus all follow."""
+    import dataclasses
+
+    import gradio as gr
+
+    import ui.text_to_image as tab
+    from tasks import fields as F
+    from tasks.text_to_image import TEXT_TO_IMAGE
+
+    sharpness_field = F.number("sharpness", 0.5, 0.0, 2.0, "sharpness")  # the one line
+    spec = dataclasses.replace(TEXT_TO_IMAGE.spec, fields=(*TEXT_TO_IMAGE.spec.fields, sharpness_field))
+    monkeypatch.setattr(tab, "TEXT_TO_IMAGE", Task(spec, TEXT_TO_IMAGE.run))
+    with gr.Blocks() as demo:
+        tab.build(load_profile("toy"))
+    parameters = demo.get_api_info()["named_endpoints"]["/text_to_image"]["parameters"]
+    sharpness = [p for p in parameters if p["parameter_name"] == "sharpness"]
+    assert sharpness and sharpness[0]["parameter_default"] == 0.5 and parameters[-1] is sharpness[0]
+    field = spec.bind(load_profile("toy")).field("sharpness")
+    with pytest.raises(ValueError, match="sharpness must be between 0 and 2"):
+        field.parse(3)
+    assert {name for name, _, expect in field.cases() if expect == "error"} >= {"above high", "below low", '"nan"'}

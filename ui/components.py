@@ -66,6 +66,12 @@ def render_fields(
     return {name: field_component(endpoint.field(name), **overrides.get(name, {})) for name in names}
 
 
+def render_rest(endpoint: BoundEndpoint, placed: dict[str, gr.components.Component]) -> dict:
+    """The endpoint's fields the layout did not place, rendered here in API order: a new field shows up
+    without touching the layout."""
+    return render_fields(endpoint, [name for name in endpoint.names if name not in placed])
+
+
 def output_component(output: Output) -> gr.components.Component:
     kw = dict(label=output.label, elem_id=output.elem_id)
     if output.kind == "gallery":

@@ -7,7 +7,7 @@ import gradio as gr
 from models.profiles import Profile
 from tasks.common import PHOTOS, toy_example
 from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, CONTROLS, ZERO_CONV, available_controls
-from ui.components import render_fields, render_outputs
+from ui.components import render_fields, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -73,6 +73,7 @@ def build(profile: Profile) -> None:
             with gr.Row():
                 inputs |= render_fields(one, ["width", "height"])
             inputs |= render_fields(one, ["seed", "scheduler", "num_images"])
+            inputs |= render_rest(one, inputs)
             run = gr.Button("Generate", variant="primary", elem_id="cn-run")
         with gr.Column(scale=2):
             outputs = render_outputs(CONTROLNET.spec)
@@ -86,6 +87,7 @@ def build(profile: Profile) -> None:
                 with gr.Column():
                     multi_inputs |= render_fields(multi, [f"control_{tag}", f"conditioning_scale_{tag}",
                                                           f"guidance_start_{tag}", f"guidance_end_{tag}"])
+            multi_inputs |= render_rest(multi, {**inputs, **multi_inputs})
         multi_run = gr.Button("Generate with both")
         multi_outputs = render_outputs(CONTROLNET_MULTI.spec)
     wire(multi_run, CONTROLNET_MULTI, multi, {**inputs, **multi_inputs}, multi_outputs)

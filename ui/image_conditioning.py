@@ -8,7 +8,7 @@ from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE
 from models.profiles import Profile
 from tasks.common import PHOTOS, toy_example
 from tasks.image_conditioning import IMAGE_CONDITIONING
-from ui.components import render_fields, render_outputs
+from ui.components import render_fields, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -55,6 +55,7 @@ def build(profile: Profile) -> None:
             with gr.Row():
                 inputs |= render_fields(endpoint, ["width", "height"])
             inputs |= render_fields(endpoint, ["seed", "scheduler", "num_images"])
+            inputs |= render_rest(endpoint, inputs)
             run = gr.Button("Generate", variant="primary", elem_id="img-run")
         with gr.Column(scale=2):
             outputs = render_outputs(IMAGE_CONDITIONING.spec, ["images", "clip_scores", "diagnostics", "metadata",

@@ -6,7 +6,7 @@ import gradio as gr
 
 from models.profiles import Profile
 from tasks.text_to_image import GUIDANCE_SWEEP, ROLE, TEXT_TO_IMAGE
-from ui.components import render_fields, render_outputs
+from ui.components import render_fields, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -48,6 +48,7 @@ def build(profile: Profile) -> None:
             with gr.Row():
                 inputs |= render_fields(t2i, ["width", "height"])
             inputs |= render_fields(t2i, ["seed", "scheduler", "num_images", "attention_token"])
+            inputs |= render_rest(t2i, inputs)
             run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
         with gr.Column(scale=2):
             outputs = render_outputs(TEXT_TO_IMAGE.spec, ["images", "seed", "attention", "diagnostics", "metadata",
@@ -56,6 +57,7 @@ def build(profile: Profile) -> None:
     with gr.Accordion("Guidance sweep: scales × {CFG, Perp-CFG} at one seed, one batched run", open=False):
         with gr.Row():
             sweep_inputs = render_fields(sweep, ["scales"])
+            sweep_inputs |= render_rest(sweep, {**inputs, **sweep_inputs})
             sweep_run = gr.Button("Run sweep")
         sweep_outputs = render_outputs(GUIDANCE_SWEEP.spec)
 
