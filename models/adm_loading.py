@@ -26,6 +26,7 @@ from torch import nn
 from models.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
 from models.adm_sampling import ADMSampling, adm_sampling_setup
 from models.cache import cached
+from models.download import download_once
 from models.loading import ModelUnavailable
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
@@ -154,12 +155,6 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "condlab" / "adm"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or bool(
-        os.environ.get("CONDLAB_OFFLINE")
-    )
-
-
 def role_spec(profile: Profile | None, role: str, choice: str) -> ADMSpec:
     """The source and flags of ``role`` for model ``choice`` (profile entry, else the release)."""
     if role not in ROLES:
@@ -206,24 +201,9 @@ def checkpoint_path(spec: ADMSpec) -> Path:
     """A local file for ``spec.source``, downloading (once, into :func:`cache_dir`) when needed and allowed."""
     source = spec.source
     if source.startswith(("http://", "https://")):
-        target = cache_dir() / spec.file_name
-        if target.is_file():
-            return target
-        if _offline():
-            raise ModelUnavailable(
-                f"The '{spec.role}' checkpoint {spec.file_name} is not available offline. Download {source} "
-                f"and put it at {target} (or set CONDLAB_ADM_CACHE to the folder holding it), or point the "
-                f"profile at a local copy: {spec.role} = {{ source = \"/path/to/{spec.file_name}\" }}."
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(source, str(target), progress=False)
-        except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
-            raise ModelUnavailable(
-                f"Could not download the '{spec.role}' checkpoint {source} ({type(e).__name__}: {str(e)[:160]}). "
-                f"Put {spec.file_name} at {target}, or point the profile at a local copy."
-            ) from e
-        return target
+        advice = (f" (or set CONDLAB_ADM_CACHE to the folder holding it), or point the profile at a local copy: "
+                  f"{spec.role} = {{ source = \"/path/to/{spec.file_name}\" }}")
+        return download_once(source, cache_dir() / spec.file_name, f"The '{spec.role}' checkpoint", advice)
     if _is_hub_file(source):
         repo_id, filename = "/".join(source.split("/")[:2]), "/".join(source.split("/")[2:])
         try:

@@ -5,7 +5,6 @@ Used by the classifier-guidance tab's ``compare_clean``: the baseline the noise-
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.loading import ModelUnavailable
+from models.download import download_once
 from models.runtime import Runtime, pick_runtime
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,22 +46,8 @@ def load_clean_classifier(runtime: Runtime | None = None) -> nn.Module:
     from torchvision.models import ResNet50_Weights, resnet50
 
     runtime = runtime or pick_runtime()
-    path = resnet50_checkpoint()
-    url = ResNet50_Weights.IMAGENET1K_V2.url
-    if not path.is_file():
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get("CONDLAB_OFFLINE"):
-            raise ModelUnavailable(
-                f"compare_clean needs torchvision's ResNet-50 weights {path.name}, which are not available "
-                f"offline. Download {url} and put it at {path} (TORCH_HOME moves that folder)."
-            )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), progress=False)
-        except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
-            raise ModelUnavailable(
-                f"Could not download the ResNet-50 weights for compare_clean ({type(e).__name__}). "
-                f"Put {path.name} from {url} at {path}."
-            ) from e
+    path = download_once(ResNet50_Weights.IMAGENET1K_V2.url, resnet50_checkpoint(),
+                         "compare_clean's ResNet-50 weights (torchvision)", " (TORCH_HOME moves that folder)")
     net = resnet50()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.to(runtime.device).eval().requires_grad_(False)
