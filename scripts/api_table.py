@@ -15,6 +15,7 @@ from tasks.fields import Field
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- api-table:start -->", "<!-- api-table:end -->"
+BUDGETS_START, BUDGETS_END = "<!-- budgets:start -->", "<!-- budgets:end -->"
 
 
 def describe(field: Field) -> str:
@@ -104,12 +105,23 @@ def main() -> None:
     if not args.write:
         print(block)
         return
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} … {END} block")
-    head, rest = text.split(START, 1)
-    README.write_text(head + block + rest.split(END, 1)[1])
+    text = replace_block(README.read_text(), START, END, block)
+    text = replace_block(text, BUDGETS_START, BUDGETS_END, budgets_block())
+    README.write_text(text)
     print(f"updated {README.name}")
+
+
+def budgets_block() -> str:
+    """The budgets table as it sits in README's ZeroGPU list item (indented two spaces)."""
+    table = "\n".join("  " + line for line in gpu_budgets(load_profile("full")).splitlines())
+    return f"{BUDGETS_START}\n{table}\n  {BUDGETS_END}"
+
+
+def replace_block(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} … {end} block")
+    head, rest = text.split(start, 1)
+    return head + block + rest.split(end, 1)[1]
 
 
 if __name__ == "__main__":

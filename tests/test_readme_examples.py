@@ -27,11 +27,12 @@ def test_readme_documents_every_endpoint(client):
 
 
 def test_readme_api_table_is_generated_from_the_specs():
-    from scripts.api_table import END, START, readme_block
+    from scripts.api_table import BUDGETS_END, BUDGETS_START, END, START, budgets_block, readme_block
 
     text = (ROOT / "README.md").read_text()
-    current = text[text.index(START):text.index(END) + len(END)]
-    assert current == readme_block(), "run: python -m scripts.api_table --write"
+    for start, end, expected in ((START, END, readme_block()), (BUDGETS_START, BUDGETS_END, budgets_block())):
+        current = text[text.index(start):text.index(end) + len(end)]
+        assert current == expected, "run: python -m scripts.api_table --write"
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
