@@ -263,3 +263,27 @@ def test_no_annotators_role_and_uncached_sources(monkeypatch):
     with pytest.raises(ValueError) as err:
         load_midas("./no-such-folder")
     assert "the folder ./no-such-folder" in str(err.value) and "hub repository" not in str(err.value)
+
+
+def test_annotators_run_on_the_runtime_s_device(midas_folder, monkeypatch):
+    """MiDaS and OpenPose are moved to the runtime's device (they ran on the CPU beside a CUDA UNet before)."""
+    import controlnet_aux
+
+    from models.annotators import load_midas as load
+    from models.runtime import Runtime
+
+    moved = []
+
+    class Detector:
+        @classmethod
+        def from_pretrained(cls, source):
+            return cls()
+
+        def to(self, device):
+            moved.append(str(device))
+            return self
+
+    monkeypatch.setattr(controlnet_aux, "MidasDetector", Detector)
+    cuda = Runtime(torch.device("cuda"), torch.float16)
+    assert isinstance(load(midas_folder, cuda), Detector) and moved == ["cuda"]
+    _forget("midas", midas_folder)
