@@ -7,13 +7,17 @@ that hub ids go through.
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import shutil
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from models.annotators import MIDAS_FILES, OPENPOSE_FILES
 from models.controlnet_layout import embedding_channels, zero_convs
 
 
@@ -230,3 +234,66 @@ def build_tiny_controlnet(folder: Path, sd_folder: Path, seed: int = 0, zero_con
         controlnet.controlnet_cond_embedding.conv_out.weight.normal_(0, zero_conv_std)
     controlnet.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+# --- annotators: random weights in controlnet-aux's official formats and file names (slim: pooled fp16) ---
+
+
+def _meta_shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """The state-dict keys and shapes of a network, built on the meta device (no memory, no init time)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in factory().state_dict().items()}
+
+
+def random_fp16_state(shapes: dict[str, tuple[int, ...]], seed: int, zero: bool = False) -> dict[str, torch.Tensor]:
+    """Seeded float16 tensors of ``shapes``: He-scaled weights, small biases, norm weights near 1 (or all 0).
+
+    Tensors of one scale are windows, at seeded offsets, into one shared pool, so the file stores the pool once.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:  # (mean, std)
+        if len(shape) >= 2:
+            return 0.0, math.sqrt(2.0 / math.prod(shape[1:]))
+        return (0.0, 0.02) if name.endswith("bias") else (1.0, 0.1)
+
+    groups = collections.defaultdict(list)
+    for name, shape in shapes.items():
+        groups[scale(name, shape)].append(name)
+    state, slack = {}, 65536
+    for (mean, std), names in sorted(groups.items()):
+        size = max(math.prod(shapes[n]) for n in names) + slack
+        pool = torch.zeros(size) if zero else torch.randn(size, generator=gen) * std + mean
+        pool = pool.half()
+        for name in names:
+            start = int(torch.randint(0, slack + 1, (1,), generator=gen))
+            state[name] = pool[start : start + math.prod(shapes[name])].view(shapes[name])
+    return state
+
+
+def _openpose_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenPose's official checkpoint keys: ``model0.conv1_1.weight`` is stored as ``conv1_1.weight``."""
+    out = {k.split(".", 1)[1]: v for k, v in state.items()}
+    assert len(out) == len(state), "dropping the first component must keep the keys unique"
+    return out
+
+
+def write_random_midas(folder: Path, seed: int = 0) -> Path:
+    from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = _meta_shapes(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
+    torch.save(random_fp16_state(shapes, seed), folder / MIDAS_FILES[0])
+    return folder
+
+
+def write_random_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Path:
+    from controlnet_aux.open_pose.face import FaceNet
+    from controlnet_aux.open_pose.model import bodypose_model, handpose_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    body, hand, face = OPENPOSE_FILES
+    torch.save(_openpose_keys(random_fp16_state(_meta_shapes(bodypose_model), seed, zero)), folder / body)
+    torch.save(_openpose_keys(random_fp16_state(_meta_shapes(handpose_model), seed + 1, zero)), folder / hand)
+    torch.save(random_fp16_state(_meta_shapes(FaceNet), seed + 2, zero), folder / face)
+    return folder

@@ -16,9 +16,6 @@ parameters. Whether such weights find people is luck, not a property: these seed
 
 from __future__ import annotations
 
-import collections
-import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,70 +35,10 @@ from models.annotators import (
     pose_map,
 )
 from models.profiles import load_profile
-from models.tiny import build_tiny_controlnet
+from models.tiny import build_tiny_controlnet, write_random_midas, write_random_openpose
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"
 RES = 256  # the 128×128 photo is detected (and mapped) at 256×256
-
-
-def _shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
-    """The state-dict keys and shapes of a network, built on the meta device (no memory, no init time)."""
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in factory().state_dict().items()}
-
-
-def _random_state(shapes: dict[str, tuple[int, ...]], seed: int, zero: bool = False) -> dict[str, torch.Tensor]:
-    """Seeded float16 tensors of ``shapes``: He-scaled weights, small biases, norm weights near 1 (or all 0).
-
-    Tensors of one scale are windows, at seeded offsets, into one shared pool, so the file stores the pool once.
-    """
-    gen = torch.Generator().manual_seed(seed)
-
-    def scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:  # (mean, std)
-        if len(shape) >= 2:
-            return 0.0, math.sqrt(2.0 / math.prod(shape[1:]))
-        return (0.0, 0.02) if name.endswith("bias") else (1.0, 0.1)
-
-    groups = collections.defaultdict(list)
-    for name, shape in shapes.items():
-        groups[scale(name, shape)].append(name)
-    state, slack = {}, 65536
-    for (mean, std), names in sorted(groups.items()):
-        size = max(math.prod(shapes[n]) for n in names) + slack
-        pool = torch.zeros(size) if zero else torch.randn(size, generator=gen) * std + mean
-        pool = pool.half()
-        for name in names:
-            start = int(torch.randint(0, slack + 1, (1,), generator=gen))
-            state[name] = pool[start : start + math.prod(shapes[name])].view(shapes[name])
-    return state
-
-
-def _drop_first_component(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """OpenPose's official checkpoint keys: ``model0.conv1_1.weight`` is stored as ``conv1_1.weight``."""
-    out = {k.split(".", 1)[1]: v for k, v in state.items()}
-    assert len(out) == len(state), "dropping the first component must keep the keys unique"
-    return out
-
-
-def write_midas(folder: Path, seed: int = 0) -> Path:
-    from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
-
-    folder.mkdir(parents=True, exist_ok=True)
-    shapes = _shapes(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
-    torch.save(_random_state(shapes, seed), folder / MIDAS_FILES[0])
-    return folder
-
-
-def write_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Path:
-    from controlnet_aux.open_pose.face import FaceNet
-    from controlnet_aux.open_pose.model import bodypose_model, handpose_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    body, hand, face = OPENPOSE_FILES
-    torch.save(_drop_first_component(_random_state(_shapes(bodypose_model), seed, zero)), folder / body)
-    torch.save(_drop_first_component(_random_state(_shapes(handpose_model), seed + 1, zero)), folder / hand)
-    torch.save(_random_state(_shapes(FaceNet), seed + 2, zero), folder / face)
-    return folder
 
 
 def _forget(kind: str, source: str) -> None:
@@ -114,14 +51,14 @@ def _forget(kind: str, source: str) -> None:
 
 @pytest.fixture(scope="module")
 def midas_folder(tmp_path_factory):
-    source = str(write_midas(tmp_path_factory.mktemp("annotators") / "midas", seed=0))
+    source = str(write_random_midas(tmp_path_factory.mktemp("annotators") / "midas", seed=0))
     yield source
     _forget("midas", source)
 
 
 @pytest.fixture(scope="module")
 def pose_folder(tmp_path_factory):
-    source = str(write_openpose(tmp_path_factory.mktemp("annotators") / "openpose", seed=3))
+    source = str(write_random_openpose(tmp_path_factory.mktemp("annotators") / "openpose", seed=3))
     yield source
     _forget("openpose", source)
 
@@ -129,7 +66,7 @@ def pose_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def blank_pose_folder(tmp_path_factory):
     """All-zero OpenPose weights: flat heat maps, so no peak passes the threshold and nobody is found."""
-    source = str(write_openpose(tmp_path_factory.mktemp("annotators") / "blank_openpose", zero=True))
+    source = str(write_random_openpose(tmp_path_factory.mktemp("annotators") / "blank_openpose", zero=True))
     yield source
     _forget("openpose", source)
 
