@@ -239,7 +239,7 @@ def build_tiny_controlnet(folder: Path, sd_folder: Path, seed: int = 0, zero_con
 # --- annotators: random weights in controlnet-aux's official formats and file names (slim: pooled fp16) ---
 
 
-def _meta_shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+def meta_shapes(factory: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
     """The state-dict keys and shapes of a network, built on the meta device (no memory, no init time)."""
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in factory().state_dict().items()}
@@ -282,7 +282,7 @@ def write_random_midas(folder: Path, seed: int = 0) -> Path:
     from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = _meta_shapes(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
+    shapes = meta_shapes(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True))
     torch.save(random_fp16_state(shapes, seed), folder / MIDAS_FILES[0])
     return folder
 
@@ -293,7 +293,7 @@ def write_random_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Pa
 
     folder.mkdir(parents=True, exist_ok=True)
     body, hand, face = OPENPOSE_FILES
-    torch.save(_openpose_keys(random_fp16_state(_meta_shapes(bodypose_model), seed, zero)), folder / body)
-    torch.save(_openpose_keys(random_fp16_state(_meta_shapes(handpose_model), seed + 1, zero)), folder / hand)
-    torch.save(random_fp16_state(_meta_shapes(FaceNet), seed + 2, zero), folder / face)
+    torch.save(_openpose_keys(random_fp16_state(meta_shapes(bodypose_model), seed, zero)), folder / body)
+    torch.save(_openpose_keys(random_fp16_state(meta_shapes(handpose_model), seed + 1, zero)), folder / hand)
+    torch.save(random_fp16_state(meta_shapes(FaceNet), seed + 2, zero), folder / face)
     return folder

@@ -24,3 +24,11 @@ def everything_profile(tmp_path_factory, tiny_sd_folder):
     from tiny_profile import write_everything_profile
 
     return write_everything_profile(tmp_path_factory.mktemp("everything"), tiny_sd_folder)
+
+
+@pytest.fixture(scope="session")
+def hub_replica(tmp_path_factory):
+    """The full profile's hub repos and ADM release files, tiny, under their real names (models/hub_replica.py)."""
+    from models.hub_replica import build_hub_replica
+
+    return build_hub_replica(tmp_path_factory.mktemp("hub_replica"))

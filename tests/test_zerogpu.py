@@ -60,10 +60,12 @@ class DeviceAPI(http.server.ThreadingHTTPServer):
 
 
 @pytest.fixture(scope="module")
-def zerogpu_app():
+def zerogpu_app(hub_replica):
+    """The app as a ZeroGPU Space starts it, the full profile's weights in the (replica) hub cache."""
     api = DeviceAPI()
     env = {"SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": f"http://127.0.0.1:{api.server_address[1]}",
-           "SPACE_ID": "condlab/test-space", "CONDLAB_PROFILE": ""}
+           "SPACE_ID": "condlab/test-space", "CONDLAB_PROFILE": "", "HF_HOME": str(hub_replica["hf_home"]),
+           "CONDLAB_ADM_CACHE": str(hub_replica["adm_cache"])}
     try:
         with live_app(None, env=env) as client:
             yield client, api
@@ -76,10 +78,12 @@ def test_the_app_starts_under_zerogpu_and_loads_weights_in_the_main_process(zero
     log = client.app_log.read_text()
     assert "CUDA has been initialized" not in log
     assert api.calls.count("/startup-report") >= 1  # the emulation reported for duty
-    assert re.search(r"sd: loaded in", log), log[-2000:]  # loaded at startup, not inside a GPU slot
+    for role in ("sd", "controlnet_canny", "annotators", "image_variations", "ip_adapter", "clip", "adm_diffusion"):
+        assert re.search(rf"{role}: loaded in", log), (role, log[-3000:])  # at startup, not inside a GPU slot
     page = urllib.request.urlopen(client.app_url, timeout=10).read().decode()
-    # torch.cuda.is_available() is the emulation's answer: the page says it runs on CUDA in half precision.
-    assert "running on **cuda float16**" in page and "Loaded at startup" in page
+    # torch.cuda.is_available() is the emulation's answer: the full profile, on CUDA, in half precision.
+    assert "Profile: `full`" in page and "running on **cuda float16**" in page and "Loaded at startup" in page
+    assert "Not available" not in page
 
 
 def test_a_request_ends_in_seconds_with_zerogpu_s_message_and_the_server_keeps_serving(zerogpu_app):
@@ -90,7 +94,7 @@ def test_a_request_ends_in_seconds_with_zerogpu_s_message_and_the_server_keeps_s
     assert "steps" in str(err.value) and api.calls.count("/schedule") == before  # bad input asks for no GPU
     start = time.perf_counter()
     with pytest.raises(Exception) as err:
-        client.predict(prompt="a red circle", steps=2, api_name="/text_to_image")
+        client.predict(prompt="a red cat", steps=2, width=32, height=32, api_name="/text_to_image")
     assert "No GPU was available" in str(err.value) and time.perf_counter() - start < 20
     assert api.calls.count("/schedule") == before + 1
     _, stats = client.predict(steps=5, num_samples=100, api_name="/playground")  # CPU work: no GPU needed
