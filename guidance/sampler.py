@@ -79,7 +79,8 @@ class ClassifierGuidance:
 
 @dataclass
 class StepState:
-    """Handed to the per-step callback."""
+    """Handed to the per-step callback. ``rgb`` is the predicted x0 as an image in [−1, 1] (the ``preview``
+    decoder's output for latent models, x0 itself for pixel models)."""
 
     step_index: int
     num_steps: int
@@ -87,6 +88,7 @@ class StepState:
     x: Tensor
     pred_x0: Tensor
     diagnostics: dict[str, Tensor]
+    rgb: Tensor | None = None
 
 
 @dataclass
@@ -142,6 +144,7 @@ def sample(
     diagnostics: bool = True,
     callback: Callable[[StepState], None] | None = None,
     step_kwargs: dict | None = None,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> SampleResult:
     """Denoise ``noise`` (standard normal, unscaled) with ``scheduler`` and ``rule``.
 
@@ -150,8 +153,9 @@ def sample(
     guided ε converted back for the scheduler; for ε-models nothing is converted.
     ``eps_channels``: when the model also predicts other channels (a learned variance),
     only the first ``eps_channels`` are guided; the rest come from the conditional branch.
-    ``generator`` is handed to stochastic schedulers' ``step``. Returns the final sample
-    (in the model's space: latents or pixels) and a per-step diagnostics trace.
+    ``generator`` is handed to stochastic schedulers' ``step``. ``preview`` maps the predicted x0 to an
+    RGB image in [−1, 1] (a latent decoder); saturation diagnostics are measured on that image, never on
+    latents. Returns the final sample (in the model's space: latents or pixels) and a per-step trace.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
@@ -201,11 +205,12 @@ def sample(
 
         if diagnostics or callback is not None:
             pred_x0 = eps_to_x0(eps, x_in, alpha_bar)
-            diag = _diagnostics(eps_uncond, eps_cond, pred_x0, log_p, rule) if diagnostics else {}
+            rgb = preview(pred_x0) if preview is not None else pred_x0
+            diag = _diagnostics(eps_uncond, eps_cond, rgb, log_p, rule) if diagnostics else {}
             if diagnostics:
                 result.trace.append({"step": i, "t": float(t), **{key: v.cpu().numpy() for key, v in diag.items()}})
             if callback is not None:
-                callback(StepState(i, n, t, x, pred_x0, diag))
+                callback(StepState(i, n, t, x, pred_x0, diag, rgb))
         x = x_prev
 
     result.sample = x
@@ -221,12 +226,19 @@ def classifier_gradient(log_prob: LogProb, x_t: Tensor, t: Tensor, ctx: Classifi
     return grad.detach(), lp.detach()
 
 
+def colour_saturation(rgb: Tensor) -> Tensor:
+    """Mean HSV saturation per image ``[B]`` of RGB in [−1, 1]: S = (max − min) / max over the channels."""
+    unit = (rgb.float().clamp(-1, 1) + 1) / 2
+    high, low = unit.max(dim=1).values, unit.min(dim=1).values
+    return torch.where(high > 0, (high - low) / high.clamp_min(1e-6), torch.zeros_like(high)).flatten(1).mean(dim=1)
+
+
 def _diagnostics(
-    eps_uncond: Tensor | None, eps_cond: Tensor, pred_x0: Tensor, log_p: Tensor | None, rule: GuidanceRule
+    eps_uncond: Tensor | None, eps_cond: Tensor, rgb: Tensor, log_p: Tensor | None, rule: GuidanceRule
 ) -> dict[str, Tensor]:
-    diag: dict[str, Tensor] = {
-        "x0_saturation": (pred_x0.float().abs() > 1).flatten(1).float().mean(dim=1),
-    }
+    diag: dict[str, Tensor] = {"x0_saturation": (rgb.float().abs() > 1).flatten(1).float().mean(dim=1)}
+    if rgb.ndim == 4 and rgb.shape[1] == 3:
+        diag["colour_saturation"] = colour_saturation(rgb)
     if eps_uncond is not None:
         par, perp = guidance_norms(eps_uncond, eps_cond, rule.basis)
         diag["delta_par"], diag["delta_perp"] = par, perp

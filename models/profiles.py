@@ -110,6 +110,16 @@ class Profile:
         return threads
 
     @property
+    def previews(self) -> bool:
+        """Whether image endpoints stream x̂0 previews (``[runtime] previews``, env ``CONDLAB_PREVIEWS``; on)."""
+        value = _setting(self.settings.get("runtime", {}), "previews", str, "previews must be true or false")
+        if value is None:
+            return True
+        if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"previews must be true or false, got {value!r}")
+        return value.strip().lower() in ("1", "true", "yes", "on")
+
+    @property
     def description(self) -> str:
         return self.settings.get("meta", {}).get("description", "")
 

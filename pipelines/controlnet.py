@@ -199,6 +199,7 @@ def controlnet_to_image(
     callback: Callable[[StepState], None] | None = None,
     cross_attention_kwargs: dict | None = None,
     diagnostics: bool = True,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> ControlNetResult:
     """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt.
 
@@ -225,6 +226,6 @@ def controlnet_to_image(
     with map_embeddings_once([spec.controlnet for spec in controls]):
         images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
                                   seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                                  diagnostics=diagnostics)
+                                  diagnostics=diagnostics, preview=preview)
     return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

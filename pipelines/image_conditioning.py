@@ -75,11 +75,12 @@ def variation_pixels(vsd: SDComponents, image: Image.Image) -> Tensor:
 def _run(
     sd: SDComponents, denoiser, rule: GuidanceRule, *, steps: int, width: int | None, height: int | None, seed: int,
     num_images: int, scheduler: str, generator: torch.Generator | None, callback, diagnostics: bool,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> GenerationResult:
     width, height = resolve_size(sd, width, height)
     images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
                               seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                              diagnostics=diagnostics)
+                              diagnostics=diagnostics, preview=preview)
     return GenerationResult(images, result, [])
 
 
@@ -88,14 +89,15 @@ def from_embedding(
     vsd: SDComponents, embedding: Tensor, *, rule: GuidanceRule, steps: int = 25, width: int | None = None,
     height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
     generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True,
+    diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
 ) -> GenerationResult:
     """Sample the image-variations model conditioned on one CLIP-space vector ``[1, D]`` (or ``[D]``)."""
     embedding = embedding.reshape(1, 1, -1).to(vsd.device, vsd.dtype)
     cond = embedding.repeat(num_images, 1, 1)
     denoiser = UNetDenoiser(vsd.unet, cond, torch.zeros_like(cond))
     return _run(vsd, denoiser, rule, steps=steps, width=width, height=height, seed=seed, num_images=num_images,
-                scheduler=scheduler, generator=generator, callback=callback, diagnostics=diagnostics)
+                scheduler=scheduler, generator=generator, callback=callback, diagnostics=diagnostics,
+                preview=preview)
 
 
 def variations(vsd: SDComponents, image: Image.Image | None = None, *, pixels: Tensor | None = None,
@@ -151,7 +153,7 @@ def ip_adapter(
     pixels: Tensor | None = None, rule: GuidanceRule, steps: int = 25, width: int | None = None,
     height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
     generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True,
+    diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
 ) -> GenerationResult:
     """Text + image prompt; the unconditional branch is the negative prompt with the zero image embedding."""
     if not 0.0 <= image_scale <= MAX_IMAGE_SCALE:
@@ -168,7 +170,7 @@ def ip_adapter(
         ipa.set_scale(image_scale)
         out = _run(adapted, denoiser, rule, steps=steps, width=width, height=height, seed=seed,
                    num_images=num_images, scheduler=scheduler, generator=generator, callback=callback,
-                   diagnostics=diagnostics)
+                   diagnostics=diagnostics, preview=preview)
     out.truncated = truncated
     return out
 

@@ -48,11 +48,16 @@ def figure_to_image(fig: Figure) -> Image.Image:
 DIAGNOSTICS_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.16, "top": 0.83, "wspace": 0.22}
 
 
-def plot_diagnostics(result: SampleResult, title: str = "") -> Image.Image:
-    """Per-step ‖Δ∥‖ and ‖Δ⊥‖ (mean over the batch) and the predicted-x0 saturation."""
+def plot_diagnostics(result: SampleResult, title: str = "", measured_on: str = "") -> Image.Image:
+    """Per-step ‖Δ∥‖ and ‖Δ⊥‖ (mean over the batch), and how saturated the predicted image is.
+
+    ``measured_on`` says which image the saturation panels read (for latent models: the decoded preview).
+    """
     keys = [row.keys() for row in result.trace]
     has = {k for ks in keys for k in ks}
-    panels = [p for p in (("delta", "‖Δ‖ split"), ("x0_saturation", "pred. x0 outside [−1, 1]"),
+    on = f"\n({measured_on})" if measured_on else ""
+    panels = [p for p in (("delta", "‖Δ‖ split"), ("x0_saturation", f"pred. x̂0 outside [−1, 1]{on}"),
+                          ("colour_saturation", f"colour saturation (mean HSV S){on}"),
                           ("log_prob", "log p(y | x_t)")) if p[0] in has or (p[0] == "delta" and "delta_par" in has)]
     fig, axes = subplots(max(len(panels), 1), (4.2 * max(len(panels), 1), 3.0), DIAGNOSTICS_MARGINS)
     steps = np.arange(len(result.trace))

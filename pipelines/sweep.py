@@ -130,6 +130,7 @@ def guidance_sweep(
     scheduler: str = "ddim",
     callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> SweepResult:
     """Every (rule, scale) cell from the same seed in one batched run of the sampler loop.
 
@@ -144,7 +145,7 @@ def guidance_sweep(
     generators = [cpu_generator(seed) for _ in range(n)]
     images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule, latent_shape(sd, width, height, n),
                               steps=steps, scheduler=scheduler, generator=generators, callback=callback,
-                              diagnostics=diagnostics)
+                              diagnostics=diagnostics, preview=preview)
     return SweepResult(images, cells, result, truncated)
 
 
@@ -155,11 +156,14 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def sweep_grid(images: Tensor, cells: list[tuple[str, float]], cell_size: int | None = None) -> Image.Image:
-    """A labelled grid: one row per rule, one column per scale."""
+def sweep_grid(images: Tensor | list[Image.Image], cells: list[tuple[str, float]],
+               cell_size: int | None = None) -> Image.Image:
+    """A labelled grid: one row per rule, one column per scale (``images``: ``[cells, 3, H, W]`` in [0, 1], or
+    one PIL image per cell, e.g. a preview)."""
     rules = list(dict.fromkeys(r for r, _ in cells))
     scales = list(dict.fromkeys(s for _, s in cells))
-    h, w = images.shape[-2:]
+    tiles = [to_pil(image) for image in images] if isinstance(images, Tensor) else list(images)
+    w, h = tiles[0].size
     # Tiny images are upscaled (nearest) so the labels stay readable next to them.
     zoom = max(1, (cell_size or 128) // max(h, w))
     ch, cw = h * zoom, w * zoom
@@ -173,7 +177,7 @@ def sweep_grid(images: Tensor, cells: list[tuple[str, float]], cell_size: int | 
         draw.text((4, top + i * (ch + pad) + ch // 2 - 7), r.upper(), fill="black", font=font)
     for k, (r, s) in enumerate(cells):
         i, j = rules.index(r), scales.index(s)
-        tile = to_pil(images[k]).resize((cw, ch), Image.NEAREST)
+        tile = tiles[k].resize((cw, ch), Image.NEAREST)
         grid.paste(tile, (left + j * (cw + pad), top + i * (ch + pad)))
     return grid
 

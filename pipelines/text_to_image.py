@@ -89,6 +89,7 @@ def text_to_image(
     cross_attention_kwargs: dict | None = None,
     attention: bool = False,
     diagnostics: bool = True,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> GenerationResult:
     """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
 
@@ -103,7 +104,7 @@ def text_to_image(
     store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
     with recording(sd.unet, store) if store is not None else nullcontext():
         images, result = generate(sd, denoiser, rule, shape, steps=steps, seed=seed, scheduler=scheduler,
-                                  generator=generator, callback=callback, diagnostics=diagnostics)
+                                  generator=generator, callback=callback, diagnostics=diagnostics, preview=preview)
     maps = store.maps() if store is not None else None
     return GenerationResult(images, result, truncated, maps)
 
@@ -140,13 +141,18 @@ def generate(
     generator: torch.Generator | list[torch.Generator] | None = None,
     callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True,
+    preview: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, SampleResult]:
-    """Noise from the seed, the one sampler loop with a fresh scheduler, then decoding: shared by every SD tab."""
+    """Noise from the seed, the one sampler loop with a fresh scheduler, then decoding: shared by every SD tab.
+
+    ``preview`` decodes the predicted x0 for the step callback and the saturation diagnostics
+    (``models.preview``); it reads the trajectory and never changes it.
+    """
     sched = make_scheduler(scheduler, sd.scheduler_config)
     generator = generator or cpu_generator(seed)
     noise = initial_noise(shape, generator, sd.device, sd.dtype)
     result = sample(
         denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics,
+        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics, preview=preview,
     )
     return decode(sd, result.sample), result

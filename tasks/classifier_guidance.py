@@ -103,7 +103,8 @@ CLASSIFIER_GUIDANCE_SPEC = EndpointSpec(
                uses_world_classes(p) else "a clean ResNet-50") + " guiding on x̂₀ (same seed)"),
     ),
     outputs=(
-        Output("samples", "gallery", "samples (PNG, parameters embedded)", columns=4, elem_id="cg-gallery"),
+        Output("samples", "gallery", "samples (PNG, parameters embedded)", columns=4, elem_id="cg-gallery",
+               preview=True),
         Output("log_prob", "image", "log p(target) and top-5 over the steps"),
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE
 from models.loading import sd_native_size
+from models.preview import PREVIEW_ROLE
 from models.profiles import ROOT
 from pipelines.schedulers import SCHEDULERS
 from tasks import fields as F
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 TOY_EXAMPLES = ROOT / "assets" / "toy" / "examples"
 PHOTOS = ROOT / "assets" / "photos"
+
+
+def with_preview(profile: Profile, *roles: str) -> tuple[str, ...]:
+    """The roles a run loads, plus the preview decoder's when the profile has one."""
+    return (*roles, PREVIEW_ROLE) if profile.has(PREVIEW_ROLE) else roles
 
 
 def is_toy(profile: Profile) -> bool:

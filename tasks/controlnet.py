@@ -12,6 +12,7 @@ from guidance.rules import rule_from
 from models.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for
 from models.loading import load_role_sd
+from models.preview import preview_decoder
 from models.profiles import Profile
 from pipelines.controlnet import MAX_CONDITIONING_SCALE, ControlSpec, controlnet_to_image, validate_control
 from pipelines.plots import plot_diagnostics
@@ -27,6 +28,7 @@ from tasks.common import (
     sampling_fields,
     sd_cost,
     toy_example,
+    with_preview,
 )
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
@@ -99,23 +101,26 @@ def control_map(ctx: TaskContext, params: Params, image, control: str) -> tuple[
 def generate(params: Params, ctx: TaskContext, controls: list[tuple[str, Any, float, float, float]]) -> dict:
     """Load, sample with every (control, map, scale, start, end), and package images, plot and metadata."""
     profile = ctx.profile
-    with ctx.loading("sd", *(CONTROL_ROLES[c] for c, *_ in controls)):
+    with ctx.loading(*with_preview(profile, "sd", *(CONTROL_ROLES[c] for c, *_ in controls))):
         sd = load_role_sd(profile, ctx.runtime, "sd")
+        decoder = preview_decoder(profile, sd, ctx.runtime)
         specs = [ControlSpec(controlnet_for(profile, c, ctx.runtime), m, s, a, b) for c, m, s, a, b in controls]
     rule = rule_from(params)
     with ctx.section("sample"):
         out = controlnet_to_image(
             sd, specs, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
             width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(),
+            scheduler=params.scheduler, callback=ctx.steps(), preview=decoder,
         )
     models = {"sd": profile.display_source("sd"),
               **{CONTROL_ROLES[c]: profile.display_source(CONTROL_ROLES[c]) for c, *_ in controls}}
     steps_on = [sum(step[i] for step in out.active) for i in range(len(specs))]
     gallery = [(ctx.stamp(to_pil(img), models=models, index=i), f"seed {params.seed} · #{i}")
                for i, img in enumerate(out.images)]
-    plot = plot_diagnostics(out.result, f"ControlNet ({' + '.join(c for c, *_ in controls)}), {rule.name}")
-    meta = ctx.metadata(model_id=models["sd"], models=models, rule=rule.describe(), controlnet_steps_on=steps_on)
+    plot = plot_diagnostics(out.result, f"ControlNet ({' + '.join(c for c, *_ in controls)}), {rule.name}",
+                            decoder.caption)
+    meta = ctx.metadata(model_id=models["sd"], models=models, rule=rule.describe(), controlnet_steps_on=steps_on,
+                        diagnostics_measured_on=decoder.caption)
     return dict(images=gallery, diagnostics=plot, metadata=meta)
 
 
@@ -135,7 +140,7 @@ CONTROLNET_SPEC = EndpointSpec(
     ),
     outputs=(
         Output("control_map", "image", "control map (what the ControlNet reads)"),
-        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="cn-gallery"),
+        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="cn-gallery", preview=True),
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),
@@ -172,7 +177,7 @@ CONTROLNET_MULTI_SPEC = EndpointSpec(
     ),
     outputs=(
         Output("control_maps", "gallery", "control maps"),
-        Output("images", "gallery", "images (PNG, parameters embedded)"),
+        Output("images", "gallery", "images (PNG, parameters embedded)", preview=True),
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),

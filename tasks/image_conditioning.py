@@ -9,12 +9,22 @@ from condition.images import sanitize_image
 from guidance.rules import rule_from
 from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
 from models.image_loading import load_ip_adapter as load_ipa
+from models.preview import preview_decoder
 from models.profiles import Profile
 from pipelines.image_conditioning import MAX_IMAGE_SCALE, MODES, clip_scores, cross_modal, ip_adapter, variations
 from pipelines.plots import plot_diagnostics
 from pipelines.text_to_image import to_pil
 from tasks import fields as F
-from tasks.common import PHOTOS, check_pixels, guidance_fields, is_toy, sampling_fields, sd_cost, toy_example
+from tasks.common import (
+    PHOTOS,
+    check_pixels,
+    guidance_fields,
+    is_toy,
+    sampling_fields,
+    sd_cost,
+    toy_example,
+    with_preview,
+)
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 MODE_ROLES = {
@@ -60,7 +70,7 @@ IMAGE_CONDITIONING_SPEC = EndpointSpec(
         *sampling_fields(VARIATIONS_ROLE),
     ),
     outputs=(
-        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="img-gallery"),
+        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="img-gallery", preview=True),
         Output("clip_scores", "json", "CLIP cosine similarities"),
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
@@ -83,7 +93,7 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
                   num_images=params.num_images, scheduler=params.scheduler, callback=ctx.steps())
     clip = None
     roles = [r for r in (CLIP_ROLE, *MODE_ROLES[params.mode]) if profile.has(r)]
-    with ctx.loading(*roles):
+    with ctx.loading(*with_preview(profile, *roles)):
         if profile.has(CLIP_ROLE):
             clip = load_clip(profile, ctx.runtime)
         if params.mode == "ip-adapter":
@@ -92,6 +102,8 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
         else:
             vsd = load_image_variations(profile, ctx.runtime)
             model_id = profile.display_source(VARIATIONS_ROLE)
+        decoder = preview_decoder(profile, ipa.sd if params.mode == "ip-adapter" else vsd, ctx.runtime)
+    common["preview"] = decoder
     with ctx.section("sample"):
         if params.mode == "ip-adapter":
             out = ip_adapter(ipa, picture, params.prompt, image_scale=params.image_scale,
@@ -114,8 +126,9 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
     return dict(
         images=gallery,
         clip_scores=scores,
-        diagnostics=plot_diagnostics(out.result, f"{params.mode}: {rule.name}, w = {rule.scale:g}"),
-        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), clip=scores),
+        diagnostics=plot_diagnostics(out.result, f"{params.mode}: {rule.name}, w = {rule.scale:g}", decoder.caption),
+        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), clip=scores,
+                              diagnostics_measured_on=decoder.caption),
         seed=params.seed,
     )
 

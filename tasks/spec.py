@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from models.loading import describe_load
+from models.preview import to_pil_images
 from models.profiles import portable
 from models.runtime import Runtime, pick_runtime, rows_at_most
 from pipelines.metadata import Timings, attach_metadata, client_snippet, run_metadata
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from models.profiles import Profile
 
 ProgressFn = Callable[[int, int, str], None]
+# Receives preview images of the predicted x̂0 and the step they show (done, total).
+PreviewSink = Callable[[list[Image.Image], int, int], None]
+MAX_PREVIEWS = 8  # per run: enough to watch x̂0 form, few enough to cost little
+PREVIEW_BUDGET = 0.10  # a preview may cost at most this share of the step time it replaces
 # A cross-field check raises ValueError, or returns values it derived (a resolved class id …) to merge in.
 Check = Callable[["Params", "Profile"], "Mapping[str, Any] | None"]
 
@@ -85,6 +90,7 @@ class Output:
     label: str
     columns: int = 2
     elem_id: str | None = None
+    preview: bool = False  # streams the predicted x̂0 while sampling (the endpoint becomes a generator)
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,7 @@ class TaskContext:
     timings: Timings = field(default_factory=Timings)
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    preview_sink: PreviewSink | None = None
 
     @property
     def profile(self) -> Profile:
@@ -264,12 +271,32 @@ class TaskContext:
                              "(timeout_s in the profile's [limits], or CONDLAB_TIMEOUT_S); try fewer steps, images "
                              "or pixels")
 
-    def steps(self, desc: str = "denoising") -> Callable[[StepState], None]:
-        """A sampler-loop callback: one progress tick per denoising step, and the time limit checked at each."""
+    def steps(self, desc: str = "denoising",
+              arrange: Callable[[list[Image.Image]], list[Image.Image]] | None = None) -> Callable[[StepState], None]:
+        """A sampler-loop callback: one progress tick per denoising step, the time limit checked at each, and (when
+        someone watches) previews of the predicted x̂0.
+
+        Previews come every k steps, k chosen as the run goes so that one costs at most ``PREVIEW_BUDGET`` of the
+        steps between two of them, and at most ``MAX_PREVIEWS`` per run; the last step is never previewed (the
+        final images follow it). ``arrange`` lays the preview images out as the final output will be (a grid).
+        """
+        clock = {"last": time.perf_counter(), "step_s": 0.0, "preview_s": 0.0, "since": 0}
 
         def callback(state: StepState) -> None:
+            now = time.perf_counter()
+            clock["step_s"] = now - clock["last"] if state.step_index else clock["step_s"]
+            clock["since"] += 1
             self.report(state.step_index + 1, state.num_steps, desc)
+            if self.preview_sink is not None and state.rgb is not None and state.step_index + 1 < state.num_steps:
+                every = max(-(-state.num_steps // MAX_PREVIEWS),
+                            -(-clock["preview_s"] // max(PREVIEW_BUDGET * clock["step_s"], 1e-9)))
+                if clock["since"] >= every:
+                    start = time.perf_counter()
+                    images = to_pil_images(state.rgb)
+                    self.preview_sink(arrange(images) if arrange else images, state.step_index + 1, state.num_steps)
+                    clock["preview_s"], clock["since"] = time.perf_counter() - start, 0
             self.check_time(f"at step {state.step_index + 1} of {state.num_steps}")
+            clock["last"] = time.perf_counter()
 
         return callback
 
@@ -321,13 +348,21 @@ class Task:
     spec: EndpointSpec
     run: RunFn
 
-    def __call__(self, profile: Profile, progress: ProgressFn | None = None, **request: Any) -> TaskResult:
+    def __call__(self, profile: Profile, progress: ProgressFn | None = None, preview_sink: PreviewSink | None = None,
+                 **request: Any) -> TaskResult:
         endpoint = self.spec.bind(profile)
-        return self.run_parsed(endpoint, endpoint.parse(request), progress)
+        return self.run_parsed(endpoint, endpoint.parse(request), progress, preview_sink)
 
-    def run_parsed(self, endpoint: BoundEndpoint, params: Params, progress: ProgressFn | None = None) -> TaskResult:
-        """Run an already validated request (the UI validates first, outside the GPU slot)."""
-        ctx = TaskContext(endpoint, params, pick_runtime(), progress)
+    @property
+    def streams(self) -> bool:
+        """Whether the endpoint shows x̂0 previews while sampling."""
+        return any(o.preview for o in self.spec.outputs)
+
+    def run_parsed(self, endpoint: BoundEndpoint, params: Params, progress: ProgressFn | None = None,
+                   preview_sink: PreviewSink | None = None) -> TaskResult:
+        """Run an already validated request (the UI validates first, outside the GPU slot); ``preview_sink``
+        receives x̂0 previews while the model samples."""
+        ctx = TaskContext(endpoint, params, pick_runtime(), progress, preview_sink=preview_sink)
         with rows_at_most(endpoint.profile.limits.max_batch_rows):
             outputs = self.run(params, ctx)
         missing = [o.name for o in self.spec.outputs if o.name not in outputs]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from condition.text import prompt_tokens
 from guidance.rules import RULE_PARAMS, SCALE, rule_from
 from models.loading import load_role_sd
+from models.preview import preview_decoder
 from pipelines.attention import overlay, token_map, token_positions
 from pipelines.plots import plot_diagnostics
 from pipelines.sweep import SWEEP_RULES, guidance_sweep, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image, to_pil
 from tasks import fields as F
-from tasks.common import check_pixels, guidance_fields, is_toy, prompt_fields, sampling_fields, sd_cost
+from tasks.common import check_pixels, guidance_fields, is_toy, prompt_fields, sampling_fields, sd_cost, with_preview
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 ROLE = "sd"
@@ -31,7 +32,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
                extra={"placeholder": "e.g. red"}),
     ),
     outputs=(
-        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery"),
+        Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery", preview=True),
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
@@ -44,8 +45,9 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
 
 
 def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
-    with ctx.loading(ROLE):
+    with ctx.loading(*with_preview(ctx.profile, ROLE)):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
+        decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
     token = params.attention_token.strip()
     positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
     rule = rule_from(params)
@@ -53,7 +55,7 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         out = text_to_image(
             sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
             width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions),
+            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder,
         )
     for dropped in filter(None, out.truncated):
         ctx.note(f"prompt truncated to the text encoder's {sd.tokenizer.model_max_length} tokens; dropped: {dropped!r}")
@@ -67,8 +69,9 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
     return dict(
         images=gallery,
-        diagnostics=plot_diagnostics(out.result, f"{rule.name}, w = {rule.scale:g}"),
-        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes)),
+        diagnostics=plot_diagnostics(out.result, f"{rule.name}, w = {rule.scale:g}", decoder.caption),
+        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes),
+                              diagnostics_measured_on=decoder.caption),
         seed=params.seed,
         attention=overlays,
         snippet=ctx.endpoint.snippet(params),
@@ -91,7 +94,7 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
         *sampling_fields(ROLE, num_images=False),
     ),
     outputs=(
-        Output("grid", "image", "sweep grid"),
+        Output("grid", "image", "sweep grid", preview=True),
         Output("metadata", "json", "sweep metadata"),
         Output("seed", "number", "seed used"),
     ),
@@ -101,19 +104,23 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
 
 
 def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
-    with ctx.loading(ROLE):
+    with ctx.loading(*with_preview(ctx.profile, ROLE)):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
+        decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+    cells = [(rule, scale) for rule in SWEEP_RULES for scale in params.scales]
     options = {k: params[k] for k in RULE_PARAMS if k in params}
     with ctx.section("sample"):
         out = guidance_sweep(
             sd, params.prompt, params.scales, negative_prompt=params.negative_prompt, options=options,
             steps=params.steps, width=params.width, height=params.height, seed=params.seed,
-            scheduler=params.scheduler, callback=ctx.steps("denoising all cells"),
+            scheduler=params.scheduler, callback=ctx.steps("denoising all cells", arrange=lambda images: [
+                sweep_grid(images, cells)]), preview=decoder,
         )
     model_id = ctx.profile.display_source(ROLE)
     grid = ctx.stamp(sweep_grid(out.images, out.cells), model_id=model_id)
     meta = ctx.metadata(model_id=model_id, cells=[{"rule": r, "scale": s} for r, s in out.cells],
-                        batched_rows=len(out.cells), truncated=any(out.truncated))
+                        batched_rows=len(out.cells), truncated=any(out.truncated),
+                        diagnostics_measured_on=decoder.caption)
     return dict(grid=grid, metadata=meta, seed=params.seed)
 
 

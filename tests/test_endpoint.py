@@ -3,6 +3,8 @@ frees the cache, notes as warnings, the spec's signature."""
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 import pytest
 import torch
@@ -13,6 +15,12 @@ from models.profiles import load_profile
 from tasks.text_to_image import TEXT_TO_IMAGE
 
 QUICK = dict(prompt="a red cat", steps=1, width=32, height=32, seed=1)
+
+
+def final(fn, **request):
+    """Call a (streaming) endpoint function as Gradio does and return its last output."""
+    out = fn(**request)
+    return list(out)[-1] if inspect.isgenerator(out) else out
 
 
 @pytest.fixture
@@ -43,9 +51,9 @@ def test_bad_input_never_reaches_the_gpu_slot(profile, gpu_calls):
     fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
     for bad in (dict(steps=0), dict(scale=99), dict(width=33), dict(guidance="magic")):
         with pytest.raises(gr.Error):
-            fn(**{**QUICK, **bad})
+            final(fn, **{**QUICK, **bad})
     assert gpu_calls == []
-    images, *_ = fn(**QUICK)
+    images, *_ = final(fn, **QUICK)
     assert len(images) == 1 and len(gpu_calls) == 1
     params, seconds = gpu_calls[0]
     assert params["steps"] == 1 and 10 <= seconds <= 600  # the duration comes from the validated request
@@ -65,9 +73,9 @@ def test_out_of_memory_is_a_message_frees_the_cache_and_the_next_request_runs(pr
     monkeypatch.setattr(t2i_task, "text_to_image", once_out_of_memory)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: state.__setitem__("emptied", state["emptied"] + 1))
     with pytest.raises(gr.Error, match="ran out of memory") as err:
-        fn(**QUICK)
+        final(fn, **QUICK)
     assert "Traceback" not in str(err.value) and state["emptied"] == 1
-    images, *_ = fn(**QUICK)
+    images, *_ = final(fn, **QUICK)
     assert len(images) == 1
 
 
@@ -75,5 +83,21 @@ def test_notes_become_warnings(profile, monkeypatch):
     fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
     shown = []
     monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: shown.append(message))
-    fn(**{**QUICK, "prompt": "red cat " * 60})
+    final(fn, **{**QUICK, "prompt": "red cat " * 60})
     assert shown and "truncated" in shown[0]
+
+
+def test_streaming_yields_previews_then_the_same_final_images(profile, monkeypatch):
+    """The generator yields x̂0 previews (other outputs untouched), then a result identical to a run without them."""
+    fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
+    items = list(fn(**{**QUICK, "steps": 8, "num_images": 2}))
+    previews, result = items[:-1], items[-1]
+    assert len(previews) >= 2
+    for preview in previews:
+        gallery, *others = preview
+        assert len(gallery) == 2 and gallery[0][1].startswith("x̂0 at step")
+        assert all(isinstance(o, dict) and o.get("__type__") == "update" for o in others)  # gr.skip()
+    assert [p[0][0][1] for p in previews] != [previews[0][0][0][1]] * len(previews)  # distinct steps
+    plain = TEXT_TO_IMAGE(profile, **{**QUICK, "steps": 8, "num_images": 2})
+    for (streamed, _), direct in zip(result[0], plain.outputs["images"], strict=True):
+        assert list(streamed.getdata()) == list(direct[0].getdata())

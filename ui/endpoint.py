@@ -9,10 +9,13 @@ duration from the spec's cost estimate (a no-op off ZeroGPU).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import gradio as gr
 import torch
@@ -27,6 +30,19 @@ GPU_QUEUE = dict(concurrency_limit=1, concurrency_id="gpu")
 CPU_QUEUE = dict(concurrency_limit=2)
 
 
+def as_message(error: Exception, name: str) -> gr.Error:
+    """What the user sees for ``error``: its own text for bad input, a plain sentence (and a log entry) otherwise."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, ValueError):
+        return gr.Error(str(error))
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        torch.cuda.empty_cache()
+        return gr.Error("The GPU ran out of memory: try a smaller size, fewer images or fewer steps.")
+    log.error("unexpected failure in %s", name, exc_info=error)
+    return gr.Error(f"Something went wrong ({type(error).__name__}); the server logged the details.")
+
+
 def guarded(fn: Callable, name: str) -> Callable:
     """Bad input becomes a clear ``gr.Error``; unexpected failures are logged, never shown raw."""
 
@@ -34,16 +50,8 @@ def guarded(fn: Callable, name: str) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise gr.Error("The GPU ran out of memory: try a smaller size, fewer images or fewer steps.") from None
         except Exception as e:  # noqa: BLE001 - the server must keep serving
-            log.exception("unexpected failure in %s", name)
-            raise gr.Error(f"Something went wrong ({type(e).__name__}); the server logged the details.") from None
+            raise as_message(e, name) from None
 
     return wrapper
 
@@ -61,15 +69,86 @@ def on_gpu(fn: Callable, duration: Callable[..., int]) -> Callable:
     return spaces.GPU(duration=duration)(fn)
 
 
+def guarded_stream(fn: Callable, name: str) -> Callable:
+    """:func:`guarded` for a generator function: every failure while it yields becomes a clear message too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the server must keep serving
+            raise as_message(e, name) from None
+
+    return wrapper
+
+
+_DONE = object()
+
+
+def stream_previews(run: Callable[[Callable], object]) -> Iterator:
+    """Run ``run(sink)`` in a thread and yield each preview handed to ``sink``, then ``("done", result)``.
+
+    The thread carries the caller's context (Gradio's progress and request state live in context variables);
+    an exception in the run is re-raised here, after the previews already yielded.
+    """
+    items: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run(lambda images, done, total: items.put((images, done, total)))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            outcome["error"] = e
+        finally:
+            items.put(_DONE)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+    thread.start()
+    while (item := items.get()) is not _DONE:
+        yield "preview", item
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield "done", outcome["result"]
+
+
+def preview_values(spec, images: list, done: int, total: int) -> tuple:
+    """The outputs tuple for one preview: the preview output shows x̂0, the others keep what they show."""
+    values = []
+    for output in spec.outputs:
+        if not output.preview:
+            values.append(gr.skip())
+        elif output.kind == "gallery":
+            values.append([(image, f"x̂0 at step {done}/{total}") for image in images])
+        else:
+            values.append(images[0])
+    return tuple(values)
+
+
 def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
-    """The function Gradio calls for ``endpoint``: its signature is the spec's, plus Gradio's progress tracker."""
+    """The function Gradio calls for ``endpoint``: its signature is the spec's, plus Gradio's progress tracker.
+
+    A task with a preview output streams: the function is a generator that yields the predicted x̂0 every few
+    steps (gradio_client's ``submit()`` sees each; ``predict()`` returns the final result), then the result.
+    """
     spec = task.spec
 
     def run(params: Params, progress: gr.Progress | None = None) -> tuple[tuple, list[str]]:
         result = task.run_parsed(endpoint, params, gradio_progress(progress))
         return result.values(spec), result.notes
 
-    run = guarded(run, spec.api_name)
+    def run_streaming(params: Params, progress: gr.Progress | None = None) -> Iterator:
+        def work(sink):
+            return task.run_parsed(endpoint, params, gradio_progress(progress), sink)
+
+        for kind, item in stream_previews(work):
+            if kind == "preview":
+                yield "preview", preview_values(spec, *item)
+            else:
+                yield "done", (item.values(spec), item.notes)
+
+    streams = task.streams and endpoint.profile.previews
+    run = guarded_stream(run_streaming, spec.api_name) if streams else guarded(run, spec.api_name)
     if spec.cost is not None:
         run = on_gpu(run, lambda params, progress=None: endpoint.gpu_seconds(params))
     signature = endpoint.signature([inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -80,21 +159,32 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
 
     validate = guarded(validate, spec.api_name)
 
-    def fn(*args, **kwargs):
+    def prepare(args: tuple, kwargs: dict) -> tuple[Params, gr.Progress]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         request = dict(bound.arguments)
         progress = request.pop("progress")
-        params = validate(request)  # before the GPU slot: bad input never reserves a GPU
-        values, notes = run(params, progress)
+        return validate(request), progress  # before the GPU slot: bad input never reserves a GPU
+
+    def finish(values: tuple, notes: list[str]):
         for note in notes:
             gr.Warning(note)
         return values[0] if len(values) == 1 else values
 
-    fn.__signature__ = signature
-    fn.__name__ = fn.__qualname__ = spec.api_name.strip("/")
-    fn.__doc__ = spec.summary
-    return fn
+    def fn(*args, **kwargs):
+        params, progress = prepare(args, kwargs)
+        return finish(*run(params, progress))
+
+    def fn_streaming(*args, **kwargs):
+        params, progress = prepare(args, kwargs)
+        for kind, item in run(params, progress):
+            yield item if kind == "preview" else finish(*item)
+
+    endpoint_fn = fn_streaming if streams else fn
+    endpoint_fn.__signature__ = signature
+    endpoint_fn.__name__ = endpoint_fn.__qualname__ = spec.api_name.strip("/")
+    endpoint_fn.__doc__ = spec.summary
+    return endpoint_fn
 
 
 def wire(
