@@ -37,6 +37,7 @@ from models.tiny import (
     build_tiny_sd,
     meta_shapes,
     random_fp16_state,
+    tiny_taesd,
     write_random_midas,
     write_random_openpose,
 )
@@ -48,6 +49,7 @@ ANNOTATORS = "lllyasviel/Annotators"
 VARIATIONS = "lambdalabs/sd-image-variations-diffusers"
 IP_ADAPTER = "h94/IP-Adapter"
 CLIP = "openai/clip-vit-large-patch14"
+TAESD = "madebyollin/taesd"
 # Files the app never reads are not replicated (safety checkers, single-file checkpoints, README images).
 CONFIG_SUFFIXES = (".json", ".txt")
 
@@ -86,6 +88,8 @@ REPOS: dict[str, HubRepo] = {
                         "models/image_encoder/ (config.json, model.safetensors)"),
     CLIP: HubRepo(CLIP, "main", "transformers' CLIPModel docs: config.json, model.safetensors, tokenizer and "
                   "preprocessor files at the root"),
+    TAESD: HubRepo(TAESD, "main", "diffusers' AutoencoderTiny docs load it by this id: config.json and "
+                   "diffusion_pytorch_model.safetensors at the root"),
 }
 
 
@@ -182,6 +186,8 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
                                            "image_encoder": "pytorch_model.bin"})
         folders[VARIATIONS] = image["variations"]
         folders[CLIP] = image["clip"]
+        tiny_taesd(decoder_factor=2).save_pretrained(work / "taesd")  # the tiny SD's VAE shrinks by 2
+        folders[TAESD] = work / "taesd"
         folders[IP_ADAPTER] = build_tiny_ip_adapter(work / "ip_adapter", UNet2DConditionModel.from_pretrained(
             sd, subfolder="unet"))
         _sd_tokenizer_as_released(sd / "tokenizer")

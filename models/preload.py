@@ -16,6 +16,7 @@ from models.annotators import load_midas, load_openpose
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for
 from models.image_loading import load_clip, load_image_variations, load_ip_adapter
 from models.loading import load_role_sd
+from models.preview import PREVIEW_ROLE, load_preview_vae
 from models.profiles import Profile
 from models.runtime import Runtime
 from models.toy_classifier import load_labelled_classifier
@@ -41,6 +42,7 @@ LOADERS: dict[str, Loader] = {
     "image_variations": load_image_variations,
     "ip_adapter": load_ip_adapter,
     "clip": load_clip,
+    PREVIEW_ROLE: lambda p, r: load_preview_vae(p.source(PREVIEW_ROLE), r),
     "adm_diffusion": _adm,
     "classifier_noise_aware": lambda p, r: load_labelled_classifier(p.source("classifier_noise_aware"),
                                                                     "classifier_noise_aware", r),

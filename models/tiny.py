@@ -81,6 +81,15 @@ def tiny_vae():
     )
 
 
+def tiny_taesd(decoder_factor: int = 2):
+    """A tiny ``AutoencoderTiny`` (TAESD's class) whose decoder upsamples latents by ``decoder_factor``."""
+    from diffusers import AutoencoderTiny
+
+    blocks = 1 + (decoder_factor.bit_length() - 1)
+    return AutoencoderTiny(encoder_block_out_channels=(8,) * blocks, decoder_block_out_channels=(8,) * blocks,
+                           num_encoder_blocks=(1,) * blocks, num_decoder_blocks=(1,) * blocks, latent_channels=4)
+
+
 def tiny_clip_text(hidden_size: int = 32, vocab_size: int = 1000, projection_dim: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel
 

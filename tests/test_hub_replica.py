@@ -51,7 +51,7 @@ def preload_in_subprocess(env: dict[str, str]) -> dict:
 def test_every_role_of_the_full_profile_loads_from_the_replica(hub_replica):
     statuses = preload_in_subprocess(replica_env(hub_replica))
     assert set(statuses) == {"sd", "controlnet_canny", "controlnet_depth", "controlnet_pose", "annotators",
-                             "image_variations", "ip_adapter", "clip", "adm_diffusion"}
+                             "image_variations", "ip_adapter", "clip", "adm_diffusion", "preview_vae"}
     failed = {role: message for role, (ok, message) in statuses.items() if not ok}
     assert not failed, failed
 
@@ -59,8 +59,9 @@ def test_every_role_of_the_full_profile_loads_from_the_replica(hub_replica):
 def test_the_space_preload_list_is_enough_in_fp16(tmp_path, hub_replica):
     """A replica holding only the files README's preload_from_hub lists (fp16 variants, configs) loads in fp16."""
     space_only = build_hub_replica(tmp_path, space_files_only=True, adm=False)
-    weights = {p.name for p in space_only["hf_home"].rglob("*.safetensors")}
-    assert "diffusion_pytorch_model.safetensors" not in weights  # only the fp16 files where a repo has them
+    weights = {f"{p.parent.name}/{p.name}" for p in space_only["hf_home"].rglob("*.safetensors")}
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in weights  # only the fp16 files where a repo has them
+    assert "unet/diffusion_pytorch_model.safetensors" not in weights
     statuses = preload_in_subprocess(replica_env({**space_only, "adm_cache": hub_replica["adm_cache"]},
                                                  CONDLAB_DTYPE="float16"))
     failed = {role: message for role, (ok, message) in statuses.items() if not ok}
@@ -122,3 +123,12 @@ def test_every_tab_of_the_full_profile_runs_on_the_replica(full_app, api, reques
     metadata = next((v for v in result if isinstance(v, dict) and "parameters" in v), None)
     if metadata is not None:
         assert metadata["runtime"] == "cpu float32" and "/tmp/" not in json.dumps(metadata)
+
+
+def test_full_profile_previews_come_through_taesd(full_app):
+    job = full_app.submit(prompt="a red cat", steps=8, seed=1, api_name="/text_to_image", **SIZE)
+    outputs = list(job)
+    previews, final = outputs[:-1], outputs[-1]
+    assert len(previews) >= 2 and all(p[0][0]["caption"].startswith("x̂0 at step") for p in previews)
+    assert Image.open(previews[0][0][0]["image"]).size == (32, 32)  # TAESD decodes to the full size
+    assert "TAESD" in final[2]["diagnostics_measured_on"]
