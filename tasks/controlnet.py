@@ -230,7 +230,7 @@ def zero_conv_summary(r: dict) -> str:
 def run_zero_conv(params: Params, ctx: TaskContext) -> dict:
     with ctx.section("measure"):
         report = zero_conv_analysis(downsample=8, latent_size=params.latent_size, seed=params.seed).as_dict()
-    return dict(measured=report, table=zero_conv_summary(report))
+    return dict(measured={**report, "reproduce": ctx.endpoint.snippet(params)}, table=zero_conv_summary(report))
 
 
 ZERO_CONV = Task(ZERO_CONV_SPEC, run_zero_conv)

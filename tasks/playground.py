@@ -35,7 +35,8 @@ def run_playground_task(params: Params, ctx: TaskContext) -> dict:
         run = run_playground(params.guidance, params.scale, target_class=params.target_class, sampler=params.sampler,
                              steps=params.steps, num_samples=params.num_samples, seed=params.seed,
                              callback=ctx.steps(), **options)
-    stats = {**run.stats, "seed": params.seed, "guidance": params.guidance, "scale": params.scale}
+    stats = {**run.stats, "seed": params.seed, "guidance": params.guidance, "scale": params.scale,
+             "reproduce": ctx.endpoint.snippet(params)}
     return dict(plot=plot_playground(run, params.guidance, params.scale), stats=stats)
 
 
