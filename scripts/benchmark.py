@@ -54,14 +54,16 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 @contextmanager
-def started_app(profile: str, timeout: float = 300.0) -> Iterator[tuple[subprocess.Popen, str, Path, float]]:
+def started_app(profile: str, timeout: float = 300.0,
+                env_extra: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str, Path, float]]:
     """Start ``app.py --profile PROFILE`` like ``tests/live_app.py`` does, but also hand back the process
     (for its peak RSS) and the start time (for cold start); yields ``(proc, url, log, started_at)``."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     log_path = Path(tempfile.mkdtemp(prefix="condlab-bench-")) / "app.log"
     # Threads are left to the app (the toy profile's [runtime] cpu_threads), as a user launching it gets them.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           **(env_extra or {})}
     command = [sys.executable, str(ROOT / "app.py"), "--profile", profile, "--port", str(port), "--host", "127.0.0.1"]
     started_at = time.perf_counter()
     with open(log_path, "w") as log:
@@ -132,6 +134,45 @@ def measure_app(repeats: int) -> list[Row]:
     ]
 
 
+def measure_streaming(repeats: int) -> list[Row]:
+    """x̂0 previews: one image through gradio_client with previews streamed vs the same app without them.
+
+    Two apps (``CONDLAB_PREVIEWS`` on / off), the same request on each, alternating; both are read with
+    ``submit()`` to the end. Also checks that the final images are pixel-identical.
+    """
+    import numpy as np
+    from gradio_client import Client
+    from PIL import Image
+
+    from scripts.bench_common import interleaved_medians
+
+    workdir = Path(tempfile.mkdtemp(prefix="condlab-bench-stream-"))
+    profile, model = app_profile(workdir)
+    request = dict(prompt="a red circle", width=32, height=32, steps=25, seed=0, num_images=1,
+                   api_name="/text_to_image")
+    with started_app(profile, env_extra={"CONDLAB_PREVIEWS": "1"}) as (_, url_on, _log, _t), \
+            started_app(profile, env_extra={"CONDLAB_PREVIEWS": "0"}) as (_, url_off, _log2, _t2):
+        clients = {name: Client(url, verbose=False, download_files=str(workdir / name))
+                   for name, url in (("previews", url_on), ("none", url_off))}
+        last: dict[str, list] = {}
+
+        def call(name: str):
+            def run() -> None:
+                job = clients[name].submit(**request)
+                last[name] = [*list(job), job.result()]  # the yielded previews (none without), then the result
+            return run
+
+        medians = interleaved_medians({name: call(name) for name in clients}, warmup=2, repeats=repeats,
+                                      desc="streaming")
+    finals = {name: np.asarray(Image.open(outputs[-1][0][0]["image"])) for name, outputs in last.items()}
+    identical = np.array_equal(finals["previews"], finals["none"])
+    shown = len(last["previews"]) - 2  # the stream ends with the result, which .result() repeats
+    return [Row(f"one image via gradio_client `/text_to_image` with x̂0 previews streamed / without ({model}, 32² px, "
+                "25 DDIM steps)", f"{medians['previews'] * 1000:.0f} ms", f"{medians['none'] * 1000:.0f} ms",
+                medians["previews"] / medians["none"],
+                f"goal ≤ 1.10; {shown} previews; final images identical: {identical}")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=11, help="timed interleaved runs per comparison")
@@ -159,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     rows += benchmark_cg.measure(benchmark_cg.build_parser().parse_args([*common, "--batches", "1"]))
     if not args.skip_app:
         rows += measure_app(args.repeats)
+        rows += measure_streaming(max(args.repeats, 21))  # a ±5 % effect: more rounds than the other rows
     rows.append(Row("peak RSS of this benchmark process (all models above loaded)", f"{peak_rss_mb():.0f} MiB",
                     "—", None, "ru_maxrss"))
     elapsed = time.perf_counter() - started

@@ -37,10 +37,16 @@ if TYPE_CHECKING:
     from models.profiles import Profile
 
 ProgressFn = Callable[[int, int, str], None]
-# Receives preview images of the predicted x̂0 and the step they show (done, total).
-PreviewSink = Callable[[list[Image.Image], int, int], None]
+# Receives preview images of the predicted x̂0 and the step they show (done, total); may return what showing one
+# costs beyond the call (seconds: encoding and sending it), which the preview rate then accounts for.
+PreviewSink = Callable[[list[Image.Image], int, int], float | None]
 MAX_PREVIEWS = 8  # per run: enough to watch x̂0 form, few enough to cost little
+MIN_PREVIEWS = 2  # per run of three steps or more, whatever the budget says
 PREVIEW_BUDGET = 0.10  # a preview may cost at most this share of the step time it replaces
+# What delivering one preview costs a gradio_client reader beyond the server's own work: it downloads each preview
+# file before reading the next message (≈ 60 ms per preview on localhost here: `python -m scripts.benchmark`'s
+# streaming row, read with and without downloads). The server cannot see it, so it is budgeted for.
+PREVIEW_DELIVERY_S = 0.06
 # A cross-field check raises ValueError, or returns values it derived (a resolved class id …) to merge in.
 Check = Callable[["Params", "Profile"], "Mapping[str, Any] | None"]
 
@@ -276,25 +282,32 @@ class TaskContext:
         """A sampler-loop callback: one progress tick per denoising step, the time limit checked at each, and (when
         someone watches) previews of the predicted x̂0.
 
-        Previews come every k steps, k chosen as the run goes so that one costs at most ``PREVIEW_BUDGET`` of the
-        steps between two of them, and at most ``MAX_PREVIEWS`` per run; the last step is never previewed (the
-        final images follow it). ``arrange`` lays the preview images out as the final output will be (a grid).
+        Two previews come at a third and two thirds of the run; further ones every k steps, k chosen as the run goes
+        so that one costs at most ``PREVIEW_BUDGET`` of the steps between two of them (delivery included), at
+        most ``MAX_PREVIEWS`` per run, none in the run's last moments; the last step is never previewed (the final
+        images follow it). ``arrange`` lays the preview images out as the final output will be (a grid).
         """
-        clock = {"last": time.perf_counter(), "step_s": 0.0, "preview_s": 0.0, "since": 0}
+        clock = {"last": time.perf_counter(), "step_s": 0.0, "preview_s": PREVIEW_DELIVERY_S, "since": 0}
 
         def callback(state: StepState) -> None:
             now = time.perf_counter()
             clock["step_s"] = now - clock["last"] if state.step_index else clock["step_s"]
             clock["since"] += 1
             self.report(state.step_index + 1, state.num_steps, desc)
-            if self.preview_sink is not None and state.rgb is not None and state.step_index + 1 < state.num_steps:
-                every = max(-(-state.num_steps // MAX_PREVIEWS),
-                            -(-clock["preview_s"] // max(PREVIEW_BUDGET * clock["step_s"], 1e-9)))
-                if clock["since"] >= every:
+            done, total = state.step_index + 1, state.num_steps
+            if self.preview_sink is not None and state.rgb is not None and done < total:
+                remaining = (total - done) * clock["step_s"]
+                every = max(-(-total // MAX_PREVIEWS), -(-clock["preview_s"] // max(PREVIEW_BUDGET * clock["step_s"],
+                                                                                   1e-9)))
+                # Two previews at a third and two thirds of the run always (x̂0 forming is the point); more only
+                # when they fit the budget and do not land so late that delivering them would hold the result back.
+                due = done in {round(total * j / (MIN_PREVIEWS + 1)) for j in range(1, MIN_PREVIEWS + 1)}
+                if due or (clock["since"] >= every and remaining >= 2 * PREVIEW_DELIVERY_S):
                     start = time.perf_counter()
                     images = to_pil_images(state.rgb)
-                    self.preview_sink(arrange(images) if arrange else images, state.step_index + 1, state.num_steps)
-                    clock["preview_s"], clock["since"] = time.perf_counter() - start, 0
+                    shown = self.preview_sink(arrange(images) if arrange else images, done, total)
+                    cost = time.perf_counter() - start + max(shown or 0.0, PREVIEW_DELIVERY_S)
+                    clock["preview_s"], clock["since"] = cost, 0
             self.check_time(f"at step {state.step_index + 1} of {state.num_steps}")
             clock["last"] = time.perf_counter()
 

@@ -15,6 +15,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import gradio as gr
@@ -89,14 +90,21 @@ def stream_previews(run: Callable[[Callable], object]) -> Iterator:
     """Run ``run(sink)`` in a thread and yield each preview handed to ``sink``, then ``("done", result)``.
 
     The thread carries the caller's context (Gradio's progress and request state live in context variables);
-    an exception in the run is re-raised here, after the previews already yielded.
+    an exception in the run is re-raised here, after the previews already yielded. How long Gradio takes to
+    encode and send a preview (from our ``yield`` until it asks for the next item) is handed back through the
+    sink, so the run spaces its previews to keep that cost a small share of the sampling time.
     """
     items: queue.Queue = queue.Queue()
     outcome: dict = {}
+    transport = {"seconds": 0.0}
+
+    def sink(images, done, total) -> float:
+        items.put((images, done, total))
+        return transport["seconds"]
 
     def work() -> None:
         try:
-            outcome["result"] = run(lambda images, done, total: items.put((images, done, total)))
+            outcome["result"] = run(sink)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
             outcome["error"] = e
         finally:
@@ -105,7 +113,9 @@ def stream_previews(run: Callable[[Callable], object]) -> Iterator:
     thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
     thread.start()
     while (item := items.get()) is not _DONE:
+        sent = time.perf_counter()
         yield "preview", item
+        transport["seconds"] = max(transport["seconds"], time.perf_counter() - sent)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
