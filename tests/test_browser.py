@@ -84,3 +84,21 @@ def test_toy_examples_are_cached_on_first_click(tmp_path):
     folders = {p.parts[0] for p in cached if p.suffix == ".csv"}
     assert len(folders) == 4, cached
     assert all(any(p.parts[0] == f and p.suffix == ".png" for p in cached) for f in folders), cached
+
+
+def test_text_to_image_shows_x0_previews_before_the_result(tmp_path):
+    """The gallery first shows "x̂0 at step …" previews (replacing each other in place), then the images."""
+    with live_app("toy") as client, browser_page(client.app_url) as page:
+        steps = page.locator("#t2i-steps input[type='number']")
+        steps.fill("100")
+        steps.press("Enter")
+        page.locator("#t2i-run").click()
+        preview = page.locator("#t2i-gallery").get_by_text("x̂0 at step", exact=False).first
+        preview.wait_for(state="visible", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "t2i_preview.png"), full_page=True)
+        shown = preview.inner_text()
+        moving = page.get_by_text("denoising", exact=False).count()  # the progress bar, on the other outputs
+        page.locator("#t2i-gallery").get_by_text("seed 0 · #0").first.wait_for(state="visible", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "t2i_after_preview.png"), full_page=True)
+        assert shown.startswith("x̂0 at step") and "/100" in shown and moving > 0
+        assert page.locator("#t2i-gallery").get_by_text("x̂0 at step", exact=False).count() == 0  # replaced

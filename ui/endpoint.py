@@ -223,5 +223,8 @@ def wire(
         gr.Examples([endpoint.row(**row) for row in examples], input_list, output_list, fn=fn, cache_examples=True,
                     cache_mode="lazy", label=examples_label)
     queue = GPU_QUEUE if task.spec.cost is not None else CPU_QUEUE
-    trigger.click(fn, input_list, output_list, api_name=endpoint.api_name.strip("/"), **queue)
+    # While previews stream into an output, the progress bar shows on the others, so the previews stay visible.
+    watched = [outputs[o.name] for o in task.spec.outputs if not o.preview]
+    progress_on = {"show_progress_on": watched} if task.streams and watched else {}
+    trigger.click(fn, input_list, output_list, api_name=endpoint.api_name.strip("/"), **queue, **progress_on)
     return fn

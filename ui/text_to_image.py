@@ -44,7 +44,7 @@ def build(profile: Profile) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             inputs = render_fields(t2i, ["prompt", "negative_prompt", "guidance", "scale", "eta", "basis", "rescale",
-                                         "steps"])
+                                         "steps"], steps={"elem_id": "t2i-steps"})
             with gr.Row():
                 inputs |= render_fields(t2i, ["width", "height"])
             inputs |= render_fields(t2i, ["seed", "scheduler", "num_images", "attention_token"])
