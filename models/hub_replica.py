@@ -144,6 +144,19 @@ def _sd_tokenizer_as_released(folder: Path) -> None:
             '"unk_token": "<|endoftext|>"}')
 
 
+def _sd_scheduler_as_released(folder: Path) -> None:
+    """SD 1.5's scheduler_config.json names PNDMScheduler and carries ``clip_sample: false``; the app builds its own
+    schedulers from those numbers, so the replica's file has the same keys."""
+    import json
+
+    config = json.loads((folder / "scheduler_config.json").read_text())
+    released = {"_class_name": "PNDMScheduler", "_diffusers_version": config.get("_diffusers_version"),
+                **{k: config[k] for k in ("beta_end", "beta_schedule", "beta_start", "num_train_timesteps",
+                                          "steps_offset")},
+                "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True, "trained_betas": None}
+    (folder / "scheduler_config.json").write_text(json.dumps(released, indent=2))
+
+
 def write_adm_release(target: Path, choices: tuple[str, ...] = tuple(CHOICES)) -> Path:
     """The release checkpoints (``64x64_diffusion.pt`` …) with every real key and shape, pooled fp16 storage."""
     target.mkdir(parents=True, exist_ok=True)
@@ -188,9 +201,12 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
         folders[CLIP] = image["clip"]
         tiny_taesd(decoder_factor=2).save_pretrained(work / "taesd")  # the tiny SD's VAE shrinks by 2
         folders[TAESD] = work / "taesd"
+        # As in the release, the adapter's image encoder is wider than the UNet's text context (1024 vs 768 there,
+        # 48 vs 32 here), so code that mixed the two widths up would fail on the replica too.
         folders[IP_ADAPTER] = build_tiny_ip_adapter(work / "ip_adapter", UNet2DConditionModel.from_pretrained(
-            sd, subfolder="unet"))
+            sd, subfolder="unet"), image_embed_dim=48)
         _sd_tokenizer_as_released(sd / "tokenizer")
+        _sd_scheduler_as_released(sd / "scheduler")
         for repo_id, folder in folders.items():
             repo = REPOS[repo_id]
             keep = set(repo.space_files(folder)) if space_files_only else None

@@ -6,6 +6,12 @@ Needs ``assets/toy/sd/{text_encoder,tokenizer,image_encoder}`` (from scripts/tra
 Writes ``assets/toy/sd/{unet,scheduler}`` and ``model_index.json``; checkpoints go to
 ``.toy_runs/unet`` and a rerun resumes from them.
 
+``--autoguide`` trains the deliberately weaker UNet autoguidance guides with (Karras et al. 2024: the same
+model family, conditioning and parameterisation, less capacity and less training): half the channels, a short
+schedule, written to ``assets/toy/autoguide/unet`` (checkpoints in ``.toy_runs/unet_autoguide``)::
+
+    nice -n 10 .venv/bin/python -m scripts.train_toy_unet --autoguide --bf16 --steps 1500 --minutes 20
+
 Conditioning (all through cross-attention, as SD and sd-image-variations do):
 * text rows: the frozen CLIP text model's ``last_hidden_state`` of the caption, replaced by
   that of the empty prompt ``""`` with probability ``P_UNCOND``;
@@ -73,7 +79,11 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-def unet_config(cross_dim: int) -> dict:
+AUTOGUIDE = ASSETS / "autoguide"
+AUTOGUIDE_CHANNELS = (16, 32, 48)  # half of the main UNet's: the "weaker version of itself"
+
+
+def unet_config(cross_dim: int, channels: tuple[int, ...] = (32, 64, 96)) -> dict:
     """Cross-attention only at 8×8 and in the mid block (self-attention at 16×16 costs 4× on CPU). 32 channels at
     32×32: the 16 of the first toy UNet left grain on flat backgrounds; 96 at 8×8, where text picks the shape."""
     return dict(
@@ -82,7 +92,7 @@ def unet_config(cross_dim: int) -> dict:
         out_channels=3,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 96),
+        block_out_channels=channels,
         layers_per_block=1,
         cross_attention_dim=cross_dim,
         attention_head_dim=4,
@@ -141,6 +151,7 @@ def main() -> None:
     # bf16 autocast pays off only on CPUs with native bf16 (AVX512-BF16/AMX: 0.48 vs 0.64 s/step here);
     # emulated it is ~20× slower. Weights, optimizer and EMA stay float32.
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--autoguide", action="store_true", help="train the weaker UNet autoguidance uses")
     args = ap.parse_args()
     setup(args.seed, args.threads)
 
@@ -168,7 +179,7 @@ def main() -> None:
     pixels = images_to_tensor(pool["images"])
     seq_len, dim = text_states.shape[1:]
 
-    unet = UNet2DConditionModel(**unet_config(dim))
+    unet = UNet2DConditionModel(**unet_config(dim, AUTOGUIDE_CHANNELS if args.autoguide else (32, 64, 96)))
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"UNet parameters: {n_params:,}")
     noise_sched = DDPMScheduler(
@@ -178,7 +189,7 @@ def main() -> None:
     ema = EMA(unet, args.ema)
     gen = torch.Generator().manual_seed(args.seed)
     step, trained_seconds = 0, 0.0
-    ckpt_dir = RUNS / "unet"
+    ckpt_dir = RUNS / ("unet_autoguide" if args.autoguide else "unet")
     if (ck := load_checkpoint(ckpt_dir)) is not None:
         groups, meta = ck
         unet.load_state_dict(groups["model"])
@@ -256,10 +267,11 @@ def export(
     ema.copy_to(unet)
     # Stored in float16 (4.7 MB instead of 9.4 MB; loaders upcast to the runtime's dtype): samples move by at
     # most ~1 level in 8 bits against the float32 weights, and every shipped file stays well under 8 MiB.
-    unet.to(torch.float16).save_pretrained(SD / "unet")
+    unet.to(torch.float16).save_pretrained((AUTOGUIDE if args.autoguide else SD) / "unet")
     unet.to(torch.float32)
-    save_scheduler()
-    write_model_index()
+    if not args.autoguide:
+        save_scheduler()
+        write_model_index()
     info = {
         "steps": step,
         "seconds": seconds,
@@ -272,7 +284,9 @@ def export(
         "prediction_type": SCHEDULER_CONFIG["prediction_type"],
         "bf16_autocast": args.bf16,
     }
-    (RUNS / "unet_train.json").write_text(json.dumps(info))
+    (RUNS / ("unet_autoguide_train.json" if args.autoguide else "unet_train.json")).write_text(json.dumps(info))
+    if args.autoguide:
+        (AUTOGUIDE / "train.json").write_text(json.dumps(info, indent=1))
     print(f"exported EMA UNet after {step} steps, {seconds / 60:.1f} min")
 
 

@@ -93,12 +93,12 @@ def test_text_to_image_shows_x0_previews_before_the_result(tmp_path):
         steps.fill("100")
         steps.press("Enter")
         page.locator("#t2i-run").click()
+        page.get_by_text("denoising", exact=False).first.wait_for(state="visible", timeout=60_000)  # the progress bar
         preview = page.locator("#t2i-gallery").get_by_text("x̂0 at step", exact=False).first
         preview.wait_for(state="visible", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "t2i_preview.png"), full_page=True)
         shown = preview.inner_text()
-        moving = page.get_by_text("denoising", exact=False).count()  # the progress bar, on the other outputs
         page.locator("#t2i-gallery").get_by_text("seed 0 · #0").first.wait_for(state="visible", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "t2i_after_preview.png"), full_page=True)
-        assert shown.startswith("x̂0 at step") and "/100" in shown and moving > 0
+        assert shown.startswith("x̂0 at step") and "/100" in shown
         assert page.locator("#t2i-gallery").get_by_text("x̂0 at step", exact=False).count() == 0  # replaced
