@@ -16,9 +16,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
+from guidance.methods.base import GuideStep
 from guidance.methods.perp_cfg import guidance_norms
 from guidance.parameterization import eps_to_x0, from_eps, to_eps
 from guidance.rules import GuidanceRule
@@ -34,7 +36,7 @@ class ModelCall:
     the schedule (ControlNet's guidance start/end).
     """
 
-    branches: tuple[str, ...]
+    branches: tuple[str, ...]  # "uncond", "cond", and for some rules "weak" (autoguidance), "perturbed" (PAG)
     step_index: int
     num_steps: int
 
@@ -126,6 +128,12 @@ def alpha_bar_at(scheduler, t: Tensor | float) -> Tensor:
     return torch.tensor(1.0 / (1.0 + sigma**2))
 
 
+def alpha_bar_before(scheduler: DDIMScheduler, t: Tensor | int) -> Tensor:
+    """ᾱ of the timestep a DDIM step from ``t`` lands on (``final_alpha_cumprod`` past the end), as DDIM computes it."""
+    prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return (scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod).float()
+
+
 def _accepts(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
@@ -171,22 +179,25 @@ def sample(
 
     # Scheduler-like objects without a diffusers config (test harnesses, wrappers) are taken to predict ε.
     prediction = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
-    branches = ("uncond", "cond") if rule.needs_uncond else ("cond",)
+    if rule.needs_ddim and not isinstance(scheduler, DDIMScheduler):
+        raise ValueError(f"{rule.name} rewrites a DDIM step: use the ddim scheduler, not {type(scheduler).__name__}")
+    state: dict = {}  # what stateful rules carry from step to step (APG's momentum), for this run only
     result = SampleResult(sample=x)
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        call = ModelCall(branches, i, n)
-        stacked = torch.cat([x_in] * len(branches)) if len(branches) > 1 else x_in
-        out = denoiser(stacked, t, call)
-        outs = out.chunk(len(branches))
-        out_cond, out_uncond = outs[-1], (outs[0] if len(branches) > 1 else None)
-        k = eps_channels or out_cond.shape[1]
+        branches = rule.branches_at(i, n)
+        out = denoiser(torch.cat([x_in] * len(branches)) if len(branches) > 1 else x_in, t, ModelCall(branches, i, n))
+        outs = dict(zip(branches, out.chunk(len(branches)), strict=True))
+        k = eps_channels or out.shape[1]
         alpha_bar = alpha_bar_at(scheduler, t).to(x_in.device)
-        eps_cond, rest = to_eps(out_cond[:, :k], x_in, alpha_bar, prediction), out_cond[:, k:]
-        eps_uncond = to_eps(out_uncond[:, :k], x_in, alpha_bar, prediction) if out_uncond is not None else None
+        eps_of = {b: to_eps(o[:, :k], x_in, alpha_bar, prediction) for b, o in outs.items()}
+        rest = outs["cond"][:, k:]
+        eps_cond, eps_uncond = eps_of["cond"], eps_of.get(rule.uncond_branch)
 
-        eps = rule.apply(eps_uncond, eps_cond, x_t=x_in, alpha_bar=alpha_bar)
+        step = GuideStep(i, n, alpha_bar, alpha_bar_before(scheduler, t) if rule.needs_ddim else None)
+        eps = rule.apply(eps_uncond, eps_cond, x_t=x_in, alpha_bar=alpha_bar, step=step, state=state,
+                         eps_perturbed=eps_of.get("perturbed"))
 
         log_p = grad = None
         if classifier is not None:
@@ -195,7 +206,7 @@ def sample(
             if classifier.mode == "eps" and classifier.scale:
                 eps = eps - ((1 - alpha_bar).sqrt() * classifier.scale * grad).to(eps.dtype)
 
-        guided = from_eps(eps, x_in, alpha_bar, prediction).to(out_cond.dtype)
+        guided = from_eps(eps, x_in, alpha_bar, prediction).to(out.dtype)
         model_output = torch.cat([guided, rest], dim=1) if rest.shape[1] else guided
         x_prev = scheduler.step(model_output, t, x, **extra, return_dict=False)[0]
         if classifier is not None and classifier.mode == "mean" and classifier.scale:

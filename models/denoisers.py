@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from guidance.sampler import ModelCall
+from models.pag import PerturbedSelfAttention
 from models.runtime import row_budget
 
 if TYPE_CHECKING:
@@ -17,10 +18,14 @@ if TYPE_CHECKING:
 class UNetDenoiser:
     """A ``UNet2DConditionModel`` with a fixed context per branch.
 
-    ``cond`` / ``uncond`` are the cross-attention contexts ``[B, tokens, width]`` (text
-    states, or image embeddings as one token). The loop stacks the input per branch; the
-    matching contexts are stacked the same way so both branches run in one UNet call.
+    ``cond`` / ``uncond`` are the cross-attention contexts ``[B, tokens, width]`` (text states, or image
+    embeddings as one token). The loop stacks the input per branch; the matching contexts are stacked the same
+    way so the branches run in one UNet call. Two branches take the conditional context with another model:
+    ``"weak"`` runs :attr:`weak` (autoguidance's weaker model) and ``"perturbed"`` runs the UNet with the
+    :attr:`pag` layers perturbed for its rows (PAG); ``generate`` sets both when a rule asks for them.
     """
+
+    CONTEXT = {"uncond": "uncond", "cond": "cond", "weak": "cond", "perturbed": "cond"}
 
     def __init__(self, unet: UNet2DConditionModel, cond: Tensor, uncond: Tensor | None = None,
                  cross_attention_kwargs: dict | None = None, max_rows: int | None = None):
@@ -29,23 +34,65 @@ class UNetDenoiser:
         self.cross_attention_kwargs = cross_attention_kwargs
         # At most this many rows per UNet call (memory): rows are independent, so chunks give the same result.
         self.max_rows = max_rows if max_rows is not None else row_budget()
+        self.weak: UNet2DConditionModel | None = None
+        self.pag: list[PerturbedSelfAttention] = []
 
     def contexts(self, call: ModelCall) -> Tensor:
-        parts = [self.context[b] for b in call.branches]
+        parts = [self.context[self.CONTEXT[b]] for b in call.branches]
         if any(p is None for p in parts):
             raise ValueError("this guidance rule needs an unconditional context")
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
-        rows = x.shape[0]
-        step = self.max_rows or rows
-        chunks = [self.forward_rows(x[i:i + step], t, call, slice(i, min(i + step, rows)))
-                  for i in range(0, rows, step)]
+        """Every branch's rows, in chunks of at most ``max_rows``; a chunk never mixes the weak model's rows with
+        the main model's."""
+        per = x.shape[0] // len(call.branches)
+        step = self.max_rows or x.shape[0]
+        chunks = []
+        for first, last in _segments(call.branches, per):
+            for i in range(first, last, step):
+                rows = slice(i, min(i + step, last))
+                chunks.append(self.forward_rows(x[rows], t, call, rows))
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+    def branch_of(self, call: ModelCall, rows: slice) -> list[str]:
+        per = self.rows_per_branch(call)
+        return [call.branches[r // per] for r in range(rows.start, rows.stop)]
+
+    def rows_per_branch(self, call: ModelCall) -> int:
+        return self.context["cond"].shape[0]
+
+    def prepare_rows(self, call: ModelCall, rows: slice) -> UNet2DConditionModel:
+        """The model for these rows (the weak one for autoguidance's rows), with PAG's rows marked."""
+        branches = self.branch_of(call, rows)
+        if branches[0] == "weak":
+            if self.weak is None:
+                raise ValueError("autoguidance needs a weaker model: the profile's autoguide role")
+            return self.weak
+        if self.pag:
+            perturbed = torch.tensor([b == "perturbed" for b in branches], device=self.context["cond"].device)
+            for layer in self.pag:
+                layer.rows = perturbed
+        elif "perturbed" in branches:
+            raise ValueError("PAG needs its perturbed layers installed (generate does this when pag_scale > 0)")
+        return self.unet
 
     def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
         """The model on the branch-stacked rows ``rows`` (``x`` holds just those rows)."""
-        return self.unet(
+        unet = self.prepare_rows(call, rows)
+        return unet(
             x, t, encoder_hidden_states=self.contexts(call)[rows], cross_attention_kwargs=self.cross_attention_kwargs,
             return_dict=False,
         )[0]
+
+
+def _segments(branches: tuple[str, ...], per: int) -> list[tuple[int, int]]:
+    """Row ranges of consecutive branches that share a model (the weak model's rows apart from the rest)."""
+    segments: list[tuple[int, int]] = []
+    for i, branch in enumerate(branches):
+        start, weak = i * per, branch == "weak"
+        if segments and (branches[i - 1] == "weak") == weak:
+            segments[-1] = (segments[-1][0], start + per)
+        else:
+            segments.append((start, start + per))
+    return segments

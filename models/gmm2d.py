@@ -96,19 +96,31 @@ def default_mixture() -> GaussianMixture2D:
     )
 
 
-class GMMDenoiser:
-    """The mixture's exact ε for the sampler loop: unconditional rows and class-c rows."""
+def degraded(mixture: GaussianMixture2D, blur: float = 2.0) -> GaussianMixture2D:
+    """The same mixture with every component ``blur`` times wider: a "bad version" of the model, as the
+    autoguidance paper's 2D example uses a smaller, less trained network whose modes are too broad."""
+    return GaussianMixture2D(mixture.means, mixture.stds * blur, mixture.weights, mixture.labels,
+                             mixture.class_names)
 
-    def __init__(self, mixture: GaussianMixture2D, label: int, alpha_bars: Tensor):
-        self.mixture, self.label, self.alpha_bars = mixture, label, alpha_bars
+
+class GMMDenoiser:
+    """The mixture's exact ε for the sampler loop: unconditional rows, class-c rows and, for autoguidance,
+    class-c rows of the ``weak`` (degraded) mixture."""
+
+    def __init__(self, mixture: GaussianMixture2D, label: int, alpha_bars: Tensor,
+                 weak: GaussianMixture2D | None = None):
+        self.mixture, self.label, self.alpha_bars, self.weak = mixture, label, alpha_bars, weak
 
     def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
         a = self.alpha_bars[int(t)]
-        rows = x.chunk(len(call.branches))
-        outs = [
-            self.mixture.eps(r, a, None if b == "uncond" else self.label)
-            for r, b in zip(rows, call.branches, strict=True)
-        ]
+        outs = []
+        for rows, branch in zip(x.chunk(len(call.branches)), call.branches, strict=True):
+            if branch == "weak" and self.weak is not None:
+                outs.append(self.weak.eps(rows, a, self.label))
+            elif branch in ("uncond", "cond"):
+                outs.append(self.mixture.eps(rows, a, None if branch == "uncond" else self.label))
+            else:
+                raise ValueError(f"the exact 2D mixture has no {branch!r} evaluation")
         return torch.cat(outs)
 
 

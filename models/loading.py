@@ -179,3 +179,34 @@ def describe_load(role: str, source: str | None) -> str:
         return f"{role} (not in this profile)"
     size, local = weights_on_disk(source)
     return f"{role} ({size / 1e9:.2f} GB)" if local else f"{role} (downloading {source} first)"
+
+
+AUTOGUIDE_ROLE = "autoguide"
+
+
+def load_autoguide(profile, runtime: Runtime | None = None) -> UNet2DConditionModel:
+    """The profile's ``autoguide`` UNet (``<source>/unet``): autoguidance's weaker version of the ``sd`` model.
+
+    It must share the main model's conditioning (same text states, same prediction type); the toy profile ships
+    one at half the width and an eighth of the training (``scripts/train_toy_unet.py --autoguide``).
+    """
+    source = require_source(profile, AUTOGUIDE_ROLE)
+    runtime = runtime or pick_runtime()
+
+    def build():
+        from diffusers import UNet2DConditionModel
+
+        try:
+            unet = load_weights(UNet2DConditionModel, source, runtime, subfolder="unet",
+                                revision=revision_of(profile, AUTOGUIDE_ROLE))
+        except Exception as e:  # noqa: BLE001 - every failure becomes the same actionable message
+            raise unavailable(AUTOGUIDE_ROLE, source, e) from e
+        return unet.to(runtime.device).eval().requires_grad_(False)
+
+    return cached((AUTOGUIDE_ROLE, source, runtime), build)
+
+
+def is_pixel_space(profile, role: str = "sd") -> bool:
+    """A local model folder without ``vae/`` samples pixels (the toy models); hub models here are latent."""
+    source = profile.source(role)
+    return bool(source) and Path(source).is_dir() and not (Path(source) / "vae").is_dir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from guidance.sampler import ModelCall, StepState
 from models.denoisers import UNetDenoiser
 from models.loading import SDComponents
 from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 MAX_CONDITIONING_SCALE = 2.0
 
@@ -167,6 +171,8 @@ class ControlNetDenoiser(UNetDenoiser):
         return super().__call__(x, t, call)
 
     def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
+        if self.prepare_rows(call, rows) is self.weak:  # autoguidance's weaker model runs without the ControlNets
+            return super().forward_rows(x, t, call, rows)
         context = self.contexts(call)[rows]
         down, mid = self.residuals(x, t, call, context, rows)
         return self.unet(
@@ -200,6 +206,7 @@ def controlnet_to_image(
     cross_attention_kwargs: dict | None = None,
     diagnostics: bool = True,
     preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> ControlNetResult:
     """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt.
 
@@ -226,6 +233,6 @@ def controlnet_to_image(
     with map_embeddings_once([spec.controlnet for spec in controls]):
         images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
                                   seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                                  diagnostics=diagnostics, preview=preview)
+                                  diagnostics=diagnostics, preview=preview, weak=weak)
     return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

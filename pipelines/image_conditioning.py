@@ -39,6 +39,8 @@ from models.loading import SDComponents
 from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
 
 if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+
     from models.image_loading import ClipReadout, IPAdapterComponents
 
 MODES = ("variations", "ip-adapter", "cross-modal")
@@ -57,7 +59,9 @@ class IPAdapterDenoiser(UNetDenoiser):
         self.image = {"cond": image_cond, "uncond": image_uncond}
 
     def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
-        parts = [self.image[b] for b in call.branches]
+        if self.prepare_rows(call, rows) is self.weak:  # autoguidance's weaker model has no adapter: text only
+            return super().forward_rows(x, t, call, rows)
+        parts = [self.image[self.CONTEXT[b]] for b in call.branches]
         embeds = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self.unet(
             x, t, encoder_hidden_states=self.contexts(call)[rows], added_cond_kwargs={"image_embeds": [embeds[rows]]},
@@ -76,11 +80,12 @@ def _run(
     sd: SDComponents, denoiser, rule: GuidanceRule, *, steps: int, width: int | None, height: int | None, seed: int,
     num_images: int, scheduler: str, generator: torch.Generator | None, callback, diagnostics: bool,
     preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> GenerationResult:
     width, height = resolve_size(sd, width, height)
     images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
                               seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                              diagnostics=diagnostics, preview=preview)
+                              diagnostics=diagnostics, preview=preview, weak=weak)
     return GenerationResult(images, result, [])
 
 
@@ -90,6 +95,7 @@ def from_embedding(
     height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
     generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> GenerationResult:
     """Sample the image-variations model conditioned on one CLIP-space vector ``[1, D]`` (or ``[D]``)."""
     embedding = embedding.reshape(1, 1, -1).to(vsd.device, vsd.dtype)
@@ -97,7 +103,7 @@ def from_embedding(
     denoiser = UNetDenoiser(vsd.unet, cond, torch.zeros_like(cond))
     return _run(vsd, denoiser, rule, steps=steps, width=width, height=height, seed=seed, num_images=num_images,
                 scheduler=scheduler, generator=generator, callback=callback, diagnostics=diagnostics,
-                preview=preview)
+                preview=preview, weak=weak)
 
 
 def variations(vsd: SDComponents, image: Image.Image | None = None, *, pixels: Tensor | None = None,
@@ -154,6 +160,7 @@ def ip_adapter(
     height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
     generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> GenerationResult:
     """Text + image prompt; the unconditional branch is the negative prompt with the zero image embedding."""
     if not 0.0 <= image_scale <= MAX_IMAGE_SCALE:
@@ -170,7 +177,7 @@ def ip_adapter(
         ipa.set_scale(image_scale)
         out = _run(adapted, denoiser, rule, steps=steps, width=width, height=height, seed=seed,
                    num_images=num_images, scheduler=scheduler, generator=generator, callback=callback,
-                   diagnostics=diagnostics, preview=preview)
+                   diagnostics=diagnostics, preview=preview, weak=weak)
     out.truncated = truncated
     return out
 

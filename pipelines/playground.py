@@ -12,7 +12,7 @@ from PIL import Image
 
 from guidance.rules import RULE_NAMES, GuidanceRule
 from guidance.sampler import ClassifierGuidance, SampleResult, StepState, initial_noise, sample
-from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, exact_classifier
+from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, degraded, exact_classifier
 from models.runtime import cpu_generator
 from pipelines.plots import figure_to_image, subplots
 
@@ -74,8 +74,12 @@ def run_playground(
         denoiser_call = _unconditional(denoiser)
     else:
         rule = GuidanceRule(guidance, float(scale), **options)
+        if rule.options["pag_scale"] or rule.options["threshold"]:
+            raise ValueError("the 2D playground has exact scores, no attention layers or pixels: PAG and "
+                             "thresholding do not apply (set pag_scale and threshold to 0)")
         classifier = None
-        denoiser_call = GMMDenoiser(mixture, label, alpha_bars)
+        weak = degraded(mixture) if rule.uncond_branch == "weak" else None  # autoguidance's "bad version"
+        denoiser_call = GMMDenoiser(mixture, label, alpha_bars, weak=weak)
 
     generator = cpu_generator(seed)
     noise = initial_noise((int(num_samples), 2), generator, torch.device("cpu"), torch.float64)

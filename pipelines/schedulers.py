@@ -21,12 +21,13 @@ SCHEDULERS = {
 }
 
 
-def make_scheduler(name: str, config: dict):
-    """A fresh scheduler (schedulers carry per-run state, so never share one between requests)."""
+def make_scheduler(name: str, config: dict, **options):
+    """A fresh scheduler (schedulers carry per-run state, so never share one between requests); ``options``
+    override the model's config (dynamic thresholding)."""
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")
     cls, overrides = SCHEDULERS[name]
-    return cls.from_config(config, **overrides)
+    return cls.from_config(config, **overrides, **options)
 
 
 def step_kwargs_for(scheduler, pixel_space: bool) -> dict:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from guidance.rules import SCALE, GuidanceRule, guide
+from guidance.rules import METHODS, SCALE, GuidanceRule, GuideStep, guide
 from guidance.sampler import SampleResult, StepState
 from models.denoisers import UNetDenoiser
 from models.loading import SDComponents
 from models.runtime import cpu_generator
 from pipelines.text_to_image import generate, latent_shape, prompt_contexts, resolve_size, to_pil
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 SWEEP_RULES = ("cfg", "perp-cfg")
 MAX_SWEEP_SCALES = 8
@@ -46,13 +49,33 @@ def parse_scales(text: str | list | tuple, low: float = SCALE.low, high: float =
     return scales
 
 
+MAX_SWEEP_METHODS = 6
+
+
+def parse_methods(text: str | list | tuple) -> tuple[str, ...]:
+    """``"cfg, apg"`` (or a list) as registry method names, each guiding (not ``none``), at most six, no repeats."""
+    parts = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else [str(p) for p in text]
+    if not parts:
+        raise ValueError("methods must list at least one guidance method, e.g. cfg, perp-cfg")
+    if len(parts) > MAX_SWEEP_METHODS:
+        raise ValueError(f"a sweep compares at most {MAX_SWEEP_METHODS} methods, got {len(parts)}")
+    guiding = [name for name, method in METHODS.items() if method.needs_uncond]
+    for name in parts:
+        if name not in guiding:
+            raise ValueError(f"methods must be among {', '.join(guiding)}; {name[:40]!r} is not")
+    if len(set(parts)) != len(parts):
+        raise ValueError("methods lists a method twice")
+    return tuple(parts)
+
+
 @dataclass(frozen=True)
 class PerRowRule:
-    """Registry rules with a scale and a rule name per batch row (the loop calls ``apply`` like a ``GuidanceRule``).
+    """Registry rules with a scale and a rule name per batch row (the loop calls it like a ``GuidanceRule``).
 
     Rows that share a rule are guided together by ``guidance.rules.guide`` with a per-row scale tensor, so
-    each row gets exactly what a single run with that rule and scale gets; ``options`` (η, basis, rescale …)
-    are validated by the registry like any rule's.
+    each row gets exactly what a single run with that rule and scale gets (a stateful rule keeps one state per
+    rule group, which is per row for elementwise state such as APG's momentum). ``options`` (η, basis, rescale …)
+    are validated by the registry like any rule's. All rows must evaluate the same branches.
     """
 
     names: tuple[str, ...]
@@ -63,17 +86,31 @@ class PerRowRule:
     def __post_init__(self) -> None:
         if len(self.names) != len(self.scales):
             raise ValueError("PerRowRule needs one rule name per scale")
-        for name, scale in zip(self.names, self.scales, strict=True):
-            rule = self.rule(name, scale)
-            if not rule.needs_uncond or rule.method.stateful or rule.method.extra_branches:
-                raise ValueError(f"a sweep row cannot use {name!r}: it must combine two branches without state")
+        rules = [self.rule(name, scale) for name, scale in zip(self.names, self.scales, strict=True)]
+        if len({r.branches_at(0, 1) for r in rules}) > 1 or not all(r.needs_uncond for r in rules):
+            raise ValueError("rows of one batched sweep must evaluate the same model branches")
 
     def rule(self, name: str, scale: float) -> GuidanceRule:
         return GuidanceRule(name, scale, space=self.space, **dict(self.options))
 
     @property
+    def _first(self) -> GuidanceRule:
+        return self.rule(self.names[0], self.scales[0])
+
+    @property
     def needs_uncond(self) -> bool:
         return True
+
+    @property
+    def uncond_branch(self) -> str:
+        return self._first.uncond_branch
+
+    @property
+    def needs_ddim(self) -> bool:
+        return any(METHODS[name].needs_ddim for name in self.names)
+
+    def branches_at(self, index: int, num_steps: int) -> tuple[str, ...]:
+        return self._first.branches_at(index, num_steps)
 
     @property
     def basis(self) -> str:
@@ -90,11 +127,16 @@ class PerRowRule:
         eps_cond: Tensor,
         x_t: Tensor | None = None,
         alpha_bar: Tensor | float | None = None,
+        *,
+        step: GuideStep | None = None,
+        state: dict | None = None,
+        eps_perturbed: Tensor | None = None,
     ) -> Tensor:
         if eps_uncond is None:
             raise ValueError("the sweep needs the unconditional prediction")
         if eps_cond.shape[0] != len(self.names):
             raise ValueError(f"batch of {eps_cond.shape[0]} rows for {len(self.names)} sweep cells")
+        state = {} if state is None else state
         out = torch.empty_like(eps_cond)
         shape = (-1,) + (1,) * (eps_cond.ndim - 1)
         for name in dict.fromkeys(self.names):
@@ -102,7 +144,9 @@ class PerRowRule:
             scale = torch.tensor([s for n, s in zip(self.names, self.scales, strict=True) if n == name],
                                  dtype=eps_cond.dtype, device=eps_cond.device).reshape(shape)
             out[rows] = guide(eps_uncond[rows], eps_cond[rows], self.rule(name, 1.0),
-                              x_t=None if x_t is None else x_t[rows], alpha_bar=alpha_bar, scale=scale)
+                              x_t=None if x_t is None else x_t[rows], alpha_bar=alpha_bar, scale=scale, step=step,
+                              state=state.setdefault(name, {}),
+                              eps_perturbed=None if eps_perturbed is None else eps_perturbed[rows])
         return out
 
 
@@ -131,22 +175,37 @@ def guidance_sweep(
     callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True,
     preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> SweepResult:
-    """Every (rule, scale) cell from the same seed in one batched run of the sampler loop.
+    """Every (rule, scale) cell from the same seed: the rules that evaluate the same branches in one batched run
+    of the sampler loop (autoguidance, whose u comes from another model, in a run of its own).
 
-    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …).
+    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …). ``result``
+    is the first run's trace.
     """
     width, height = resolve_size(sd, width, height)
     cells = [(r, float(s)) for r in rules for s in scales]
-    n = len(cells)
-    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
-    rule = PerRowRule(tuple(r for r, _ in cells), tuple(s for _, s in cells), tuple((options or {}).items()))
-    # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
-    generators = [cpu_generator(seed) for _ in range(n)]
-    images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule, latent_shape(sd, width, height, n),
-                              steps=steps, scheduler=scheduler, generator=generators, callback=callback,
-                              diagnostics=diagnostics, preview=preview)
-    return SweepResult(images, cells, result, truncated)
+    groups: dict[str, list[int]] = {}
+    for k, (rule_name, _) in enumerate(cells):
+        groups.setdefault(METHODS[rule_name].uncond_branch, []).append(k)
+    images: Tensor | None = None
+    results, truncated = [], []
+    for rows in groups.values():
+        n = len(rows)
+        cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
+        rule = PerRowRule(tuple(cells[k][0] for k in rows), tuple(cells[k][1] for k in rows),
+                          tuple((options or {}).items()))
+        # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
+        generators = [cpu_generator(seed) for _ in range(n)]
+        run_images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule,
+                                      latent_shape(sd, width, height, n), steps=steps, scheduler=scheduler,
+                                      generator=generators, callback=callback, diagnostics=diagnostics,
+                                      preview=preview, weak=weak)
+        if images is None:
+            images = torch.empty((len(cells), *run_images.shape[1:]), dtype=run_images.dtype)
+        images[rows] = run_images
+        results.append(result)
+    return SweepResult(images, cells, results[0], truncated)
 
 
 def _font(size: int):

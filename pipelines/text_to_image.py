@@ -11,19 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from condition.text import encode_prompts
-from guidance.rules import GuidanceRule
+from guidance.rules import RULE_PARAMS, GuidanceRule
 from guidance.sampler import SampleResult, StepState, initial_noise, sample
 from models.denoisers import UNetDenoiser
 from models.loading import SDComponents
+from models.pag import perturbed_attention
 from models.runtime import cpu_generator, row_budget
 from pipelines.attention import AttentionStore, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 
 @dataclass
@@ -90,6 +95,7 @@ def text_to_image(
     attention: bool = False,
     diagnostics: bool = True,
     preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> GenerationResult:
     """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
 
@@ -104,7 +110,8 @@ def text_to_image(
     store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
     with recording(sd.unet, store) if store is not None else nullcontext():
         images, result = generate(sd, denoiser, rule, shape, steps=steps, seed=seed, scheduler=scheduler,
-                                  generator=generator, callback=callback, diagnostics=diagnostics, preview=preview)
+                                  generator=generator, callback=callback, diagnostics=diagnostics, preview=preview,
+                                  weak=weak)
     maps = store.maps() if store is not None else None
     return GenerationResult(images, result, truncated, maps)
 
@@ -142,17 +149,43 @@ def generate(
     callback: Callable[[StepState], None] | None = None,
     diagnostics: bool = True,
     preview: Callable[[Tensor], Tensor] | None = None,
+    weak: UNet2DConditionModel | None = None,
 ) -> tuple[Tensor, SampleResult]:
     """Noise from the seed, the one sampler loop with a fresh scheduler, then decoding: shared by every SD tab.
 
     ``preview`` decodes the predicted x0 for the step callback and the saturation diagnostics
-    (``models.preview``); it reads the trajectory and never changes it.
+    (``models.preview``); it reads the trajectory and never changes it. ``weak`` is autoguidance's weaker
+    model. A rule with PAG on gets its perturbed self-attention layers installed for the run; a rule with
+    dynamic thresholding gets a DDIM/DDPM scheduler that thresholds x̂0 (pixel-space models only).
     """
-    sched = make_scheduler(scheduler, sd.scheduler_config)
+    sched = make_scheduler(scheduler, sd.scheduler_config, **thresholding(rule, scheduler, pixel_space=sd.vae is None))
     generator = generator or cpu_generator(seed)
     noise = initial_noise(shape, generator, sd.device, sd.dtype)
-    result = sample(
-        denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-        step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics, preview=preview,
-    )
+    denoiser.weak = weak
+    pag = rule_option(rule, "pag_scale")
+    with perturbed_attention(denoiser.unet, rule_option(rule, "pag_layers")) if pag else nullcontext([]) as layers:
+        denoiser.pag = layers
+        result = sample(
+            denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
+            step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics, preview=preview,
+        )
     return decode(sd, result.sample), result
+
+
+def rule_option(rule, name: str):
+    """A guidance option of a rule (``GuidanceRule``) or a sweep's per-row rule (its shared options)."""
+    options = rule.options if isinstance(rule.options, dict) else dict(rule.options)
+    return options.get(name, RULE_PARAMS[name].default)
+
+
+def thresholding(rule, scheduler: str, pixel_space: bool) -> dict:
+    """Scheduler options for the rule's dynamic thresholding (Imagen): percentile p of |x̂0|, at least 1."""
+    ratio = rule_option(rule, "threshold")
+    if not ratio:
+        return {}
+    if scheduler not in ("ddim", "ddpm"):
+        raise ValueError(f"dynamic thresholding (threshold > 0) works with the ddim and ddpm schedulers, not "
+                         f"{scheduler}")
+    if not pixel_space:
+        raise ValueError("dynamic thresholding clamps pixels: this model works in latent space, so set threshold = 0")
+    return {"thresholding": True, "dynamic_thresholding_ratio": ratio, "sample_max_value": 1.0}

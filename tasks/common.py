@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE
-from models.loading import sd_native_size
+from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE, rule_from
+from models.loading import AUTOGUIDE_ROLE, is_pixel_space, load_autoguide, sd_native_size
 from models.preview import PREVIEW_ROLE
 from models.profiles import ROOT
 from pipelines.schedulers import SCHEDULERS
@@ -14,6 +14,8 @@ from tasks import fields as F
 from tasks.fields import Field
 
 if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+
     from models.profiles import Profile
     from tasks.spec import Params
 
@@ -49,15 +51,21 @@ def prompt_fields(default: str = "", label: str = "prompt") -> tuple[Field, Fiel
 
 
 def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...] = RULE_NAMES,
-                    with_rule: bool = True) -> tuple[Field, ...]:
-    """``guidance`` (a rule of the registry) and every parameter the registry's rules take, with their bounds."""
+                    with_rule: bool = True, scores_only: bool = False) -> tuple[Field, ...]:
+    """``guidance`` (a rule of the registry) and every parameter the registry's rules take, with their bounds.
+
+    ``scores_only``: leave out what needs a network's attention layers or pixels (the 2D playground)."""
     out = [F.choice("guidance", "cfg", names, "guidance")] if with_rule else []
     for p in RULE_PARAMS.values():
+        if scores_only and p.needs:
+            continue
         if p.choices:
             out.append(F.choice(p.name, p.default, p.choices, p.label))
+        elif p.integer:
+            out.append(F.integer(p.name, p.default, p.low, p.high, p.label, step=p.step, off=p.off))
         else:
             default = scale_default if p is SCALE else p.default
-            out.append(F.number(p.name, default, p.low, p.high, p.label, step=p.step))
+            out.append(F.number(p.name, default, p.low, p.high, p.label, step=p.step, off=p.off))
     return tuple(out)
 
 
@@ -94,8 +102,37 @@ def check_pixels(params: Params, profile: Profile) -> None:
                          f"{cap} (max_pixels in the profile's [limits], or CONDLAB_MAX_PIXELS)")
 
 
+def check_guidance(params: Params, profile: Profile, role: str = "sd") -> None:
+    """The rule as a whole (its parameters together), and what it needs from the scheduler, the model and the
+    profile: refused before any model work with a message that says what to change."""
+    rule = rule_from(params)
+    scheduler = params.get("scheduler", "ddim")
+    if rule.needs_ddim and scheduler != "ddim":
+        raise ValueError(f"{rule.name} rewrites the DDIM step: set scheduler to ddim (got {scheduler})")
+    if rule.options["threshold"]:
+        if scheduler not in ("ddim", "ddpm"):
+            raise ValueError(f"dynamic thresholding (threshold > 0) needs the ddim or ddpm scheduler, got {scheduler}")
+        if not is_pixel_space(profile, role):
+            raise ValueError("dynamic thresholding clamps pixels, and this profile's model works in latent space: "
+                             "set threshold to 0")
+    if rule.uncond_branch == "weak" and not profile.has(AUTOGUIDE_ROLE):
+        raise ValueError(f"autoguidance needs a weaker version of the model: the profile '{profile.name}' names no "
+                         f"'{AUTOGUIDE_ROLE}' role (add {AUTOGUIDE_ROLE} = \"/folder/with/unet\" to its TOML)")
+
+
+def guidance_roles(params: Params, profile: Profile) -> tuple[str, ...]:
+    """The extra roles a rule loads (autoguidance's weak model)."""
+    return (AUTOGUIDE_ROLE,) if rule_from(params).uncond_branch == "weak" else ()
+
+
+def load_weak(params: Params, ctx) -> UNet2DConditionModel | None:
+    """Autoguidance's weaker model when the rule asks for it (call inside ``ctx.loading``)."""
+    return load_autoguide(ctx.profile, ctx.runtime) if rule_from(params).uncond_branch == "weak" else None
+
+
 def sd_cost(params: Params, branches: int = 2, rows: int | None = None) -> float:
     """Megapixel-steps of UNet work: steps × pixels × batch rows × model branches (CFG evaluates two)."""
     rows = params.get("num_images", 1) if rows is None else rows
     guided = params.get("guidance", "cfg") != "none"
-    return params["steps"] * params["width"] * params["height"] / 1e6 * rows * (branches if guided else 1)
+    evaluations = (branches if guided else 1) + (1 if params.get("pag_scale") else 0)  # PAG adds a third
+    return params["steps"] * params["width"] * params["height"] / 1e6 * rows * evaluations

@@ -21,9 +21,12 @@ from pipelines.zero_conv import zero_conv_analysis
 from tasks import fields as F
 from tasks.common import (
     PHOTOS,
+    check_guidance,
     check_pixels,
     guidance_fields,
+    guidance_roles,
     is_toy,
+    load_weak,
     prompt_fields,
     sampling_fields,
     sd_cost,
@@ -101,16 +104,18 @@ def control_map(ctx: TaskContext, params: Params, image, control: str) -> tuple[
 def generate(params: Params, ctx: TaskContext, controls: list[tuple[str, Any, float, float, float]]) -> dict:
     """Load, sample with every (control, map, scale, start, end), and package images, plot and metadata."""
     profile = ctx.profile
-    with ctx.loading(*with_preview(profile, "sd", *(CONTROL_ROLES[c] for c, *_ in controls))):
+    roles = ("sd", *(CONTROL_ROLES[c] for c, *_ in controls), *guidance_roles(params, profile))
+    with ctx.loading(*with_preview(profile, *roles)):
         sd = load_role_sd(profile, ctx.runtime, "sd")
         decoder = preview_decoder(profile, sd, ctx.runtime)
+        weak = load_weak(params, ctx)
         specs = [ControlSpec(controlnet_for(profile, c, ctx.runtime), m, s, a, b) for c, m, s, a, b in controls]
     rule = rule_from(params)
     with ctx.section("sample"):
         out = controlnet_to_image(
             sd, specs, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
             width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(), preview=decoder,
+            scheduler=params.scheduler, callback=ctx.steps(), preview=decoder, weak=weak,
         )
     models = {"sd": profile.display_source("sd"),
               **{CONTROL_ROLES[c]: profile.display_source(CONTROL_ROLES[c]) for c, *_ in controls}}
@@ -144,7 +149,7 @@ CONTROLNET_SPEC = EndpointSpec(
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),
-    checks=(check_pixels, check_maps),
+    checks=(check_pixels, check_maps, check_guidance),
     cost=lambda p: sd_cost(p) * 1.4,  # SD 1.5's ControlNet is 40 % of a UNet's parameters, run on both branches
 )
 
@@ -181,7 +186,7 @@ CONTROLNET_MULTI_SPEC = EndpointSpec(
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),
-    checks=(check_pixels, check_maps),
+    checks=(check_pixels, check_maps, check_guidance),
     cost=lambda p: sd_cost(p) * 1.8,
 )
 

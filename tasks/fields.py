@@ -62,6 +62,7 @@ class Field:
     parser: Parser | None = None
     to_input: Callable[[Any], Any] | None = None
     invalid: tuple[Any, ...] = ()
+    off: Any = None  # a value outside [low, high] that is also allowed and means "not used" (a threshold's 0)
     extra: dict = field(default_factory=dict)
 
     def bind(self, profile: Profile) -> Field:
@@ -115,6 +116,8 @@ class Field:
         cases.append(("negative", -3.5, "error" if self.low is not None and self.low > -3.5 else "any"))
         if self.low is not None:
             cases.append(("below low", self.low - 1, "error"))
+        if self.off is not None and self.low is not None and self.off < self.low:
+            cases.append(("between off and low", (self.off + self.low) / 2, "error"))
         if self.high is not None:
             cases.append(("above high", self.high + 1 if kind == "integer" else self.high * 1.5 + 1, "error"))
         if kind == "integer":
@@ -136,8 +139,11 @@ def _number(value: Any, f: Field, integer: bool = False) -> float | int:
         raise ValueError(f"{f.name} must be a number, got {str(value)[:40]!r}") from None
     low = -math.inf if f.low is None else f.low
     high = math.inf if f.high is None else f.high
+    if f.off is not None and v == f.off:
+        return f.off
     if not math.isfinite(v) or not low <= v <= high:
-        raise ValueError(f"{f.name} must be between {low:g} and {high:g}, got {str(value)[:40]!r}")
+        also = f" (or {f.off:g} = off)" if f.off is not None else ""
+        raise ValueError(f"{f.name} must be between {low:g} and {high:g}{also}, got {str(value)[:40]!r}")
     if integer:
         if v != int(v):
             raise ValueError(f"{f.name} must be a whole number, got {str(value)[:40]!r}")

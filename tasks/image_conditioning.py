@@ -17,9 +17,12 @@ from pipelines.text_to_image import to_pil
 from tasks import fields as F
 from tasks.common import (
     PHOTOS,
+    check_guidance,
     check_pixels,
     guidance_fields,
+    guidance_roles,
     is_toy,
+    load_weak,
     sampling_fields,
     sd_cost,
     toy_example,
@@ -76,7 +79,8 @@ IMAGE_CONDITIONING_SPEC = EndpointSpec(
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
     ),
-    checks=(check_pixels, check_request),
+    checks=(check_pixels, check_request, lambda p, profile: check_guidance(p, profile, VARIATIONS_ROLE
+                                                    if p.mode != "ip-adapter" else "sd")),
     cost=sd_cost,
 )
 
@@ -93,7 +97,8 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
                   num_images=params.num_images, scheduler=params.scheduler, callback=ctx.steps())
     clip = None
     roles = [r for r in (CLIP_ROLE, *MODE_ROLES[params.mode]) if profile.has(r)]
-    with ctx.loading(*with_preview(profile, *roles)):
+    with ctx.loading(*with_preview(profile, *roles, *guidance_roles(params, profile))):
+        common["weak"] = load_weak(params, ctx)
         if profile.has(CLIP_ROLE):
             clip = load_clip(profile, ctx.runtime)
         if params.mode == "ip-adapter":

@@ -15,7 +15,7 @@ PLAYGROUND_SPEC = EndpointSpec(
     fields=(
         F.choice("guidance", "cfg", GUIDANCE_MODES, "guidance"),
         *(F.replace_label(f, "scale (w, or s for the classifier)") if f.name == SCALE.name else f
-          for f in guidance_fields(scale_default=3.0, with_rule=False)),
+          for f in guidance_fields(scale_default=3.0, with_rule=False, scores_only=True)),
         F.choice("target_class", "red", default_mixture().class_names, "target class", widget="dropdown"),
         F.choice("sampler", "ddpm", SAMPLERS, "sampler"),
         F.integer("steps", 200, 1, MAX_STEPS, "steps", quick=5),

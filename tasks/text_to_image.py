@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from condition.text import prompt_tokens
-from guidance.rules import RULE_PARAMS, SCALE, rule_from
-from models.loading import load_role_sd
+from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
+from models.loading import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
 from models.preview import preview_decoder
 from pipelines.attention import overlay, token_map, token_positions
 from pipelines.plots import plot_diagnostics
-from pipelines.sweep import SWEEP_RULES, guidance_sweep, parse_scales, sweep_grid
+from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image, to_pil
 from tasks import fields as F
-from tasks.common import check_pixels, guidance_fields, is_toy, prompt_fields, sampling_fields, sd_cost, with_preview
+from tasks.common import (
+    check_guidance,
+    check_pixels,
+    guidance_fields,
+    guidance_roles,
+    is_toy,
+    load_weak,
+    prompt_fields,
+    sampling_fields,
+    sd_cost,
+    with_preview,
+)
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 ROLE = "sd"
@@ -39,15 +50,16 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         Output("attention", "gallery", "cross-attention overlay"),
         Output("snippet", "code", "reproduce with gradio_client"),
     ),
-    checks=(check_pixels,),
+    checks=(check_pixels, check_guidance),
     cost=sd_cost,
 )
 
 
 def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
-    with ctx.loading(*with_preview(ctx.profile, ROLE)):
+    with ctx.loading(*with_preview(ctx.profile, ROLE, *guidance_roles(params, ctx.profile))):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
         decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+        weak = load_weak(params, ctx)
     token = params.attention_token.strip()
     positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
     rule = rule_from(params)
@@ -55,7 +67,7 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         out = text_to_image(
             sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
             width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder,
+            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder, weak=weak,
         )
     for dropped in filter(None, out.truncated):
         ctx.note(f"prompt truncated to the text encoder's {sd.tokenizer.model_max_length} tokens; dropped: {dropped!r}")
@@ -81,11 +93,21 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
 TEXT_TO_IMAGE = Task(TEXT_TO_IMAGE_SPEC, run_text_to_image)
 
 
+def check_sweep(params: Params, profile) -> None:
+    """Every cell's rule is checked like a single run's (a method's own scale cap, scheduler and roles)."""
+    for method in params.methods:
+        for scale in params.scales:
+            check_guidance(params.replace(guidance=method, scale=scale), profile)
+
+
 GUIDANCE_SWEEP_SPEC = EndpointSpec(
     api_name="/guidance_sweep",
-    summary=f"One seed, scales × {{{', '.join(SWEEP_RULES)}}} in one batched run, as a labelled grid",
+    summary="One seed, methods × scales as one batched run (where the methods allow it), as a labelled grid",
     fields=(
         *prompt_fields(_default_prompt),
+        F.Field("methods", "custom", "cfg, perp-cfg", "methods (comma separated: rows of the grid)",
+                parser=lambda value, field: parse_methods(value), to_input=", ".join, quick="cfg, perp-cfg",
+                invalid=("", "cfg, magic", "none", ", ".join(["cfg"] * 7)), extra={"text": True}),
         F.Field("scales", "custom", "1, 3, 7.5, 12, 20", "scales (comma separated)",
                 parser=lambda value, field: parse_scales(value),
                 to_input=lambda scales: ", ".join(f"{s:g}" for s in scales), quick="1, 3",
@@ -98,20 +120,23 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
         Output("metadata", "json", "sweep metadata"),
         Output("seed", "number", "seed used"),
     ),
-    checks=(check_pixels,),
-    cost=lambda p: sd_cost(p, rows=len(SWEEP_RULES) * len(p.scales)),
+    checks=(check_pixels, check_sweep),
+    cost=lambda p: sd_cost(p, rows=len(p.methods) * len(p.scales)),
 )
 
 
 def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
-    with ctx.loading(*with_preview(ctx.profile, ROLE)):
+    autoguided = any(METHODS[m].uncond_branch == "weak" for m in params.methods)
+    with ctx.loading(*with_preview(ctx.profile, ROLE, *((AUTOGUIDE_ROLE,) if autoguided else ()))):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
         decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
-    cells = [(rule, scale) for rule in SWEEP_RULES for scale in params.scales]
+        weak = load_autoguide(ctx.profile, ctx.runtime) if autoguided else None
+    cells = [(rule, scale) for rule in params.methods for scale in params.scales]
     options = {k: params[k] for k in RULE_PARAMS if k in params}
     with ctx.section("sample"):
         out = guidance_sweep(
-            sd, params.prompt, params.scales, negative_prompt=params.negative_prompt, options=options,
+            sd, params.prompt, params.scales, negative_prompt=params.negative_prompt, rules=params.methods,
+            options=options, weak=weak,
             steps=params.steps, width=params.width, height=params.height, seed=params.seed,
             scheduler=params.scheduler, callback=ctx.steps("denoising all cells", arrange=lambda images: [
                 sweep_grid(images, cells)]), preview=decoder,

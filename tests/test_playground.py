@@ -86,3 +86,26 @@ def test_perp_cfg_diagnostics_are_recorded():
 def test_bad_input_is_a_value_error(kwargs):
     with pytest.raises(ValueError):
         run_playground(**{"steps": 5, "num_samples": 10, **kwargs})
+
+
+def test_every_method_runs_on_exact_scores_and_autoguidance_sharpens_without_spreading():
+    """Autoguidance (a 2×-blurred mixture as the weak model) concentrates each mode like CFG but, unlike CFG,
+    keeps the modes where they are: its global spread stays at the conditional model's."""
+    from guidance.rules import RULE_NAMES
+
+    base = dict(steps=60, num_samples=1500, seed=1)
+    conditional = run_playground("cfg", 1.0, **base).stats
+    for name in RULE_NAMES:
+        sampler = "ddim" if name == "cfg++" else "ddpm"
+        scale = 0.6 if name == "cfg++" else 3.0
+        stats = run_playground(name, scale, sampler=sampler, **base).stats
+        assert stats["n"] == 1500 and stats["class_fraction"] >= conditional["class_fraction"] - 0.02, (name, stats)
+    auto = run_playground("autoguidance", 3.0, **base).stats
+    cfg = run_playground("cfg", 3.0, **base).stats
+    assert auto["mode_spread"] < 0.8 * conditional["mode_spread"]  # sharper modes
+    assert abs(auto["global_spread"] - conditional["global_spread"]) < 0.1  # the layout unchanged …
+    assert cfg["global_spread"] > conditional["global_spread"] + 0.2  # … where CFG pushes the modes apart
+    with pytest.raises(ValueError, match="DDIM step"):
+        run_playground("cfg++", 0.6, sampler="ddpm", steps=5, num_samples=10)
+    with pytest.raises(ValueError, match="PAG and thresholding"):
+        run_playground("cfg", 3.0, steps=5, num_samples=10, pag_scale=3.0)

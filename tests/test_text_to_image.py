@@ -25,8 +25,14 @@ PROMPT = "a photo of a red cat"
 SMALL = dict(steps=4, width=32, height=32)
 
 
+T2I_ORDER = ("prompt", "negative_prompt", "guidance", "scale", "eta", "basis", "rescale", "steps", "width", "height",
+             "seed", "scheduler", "num_images", "attention_token")
+SWEEP_ORDER = ("prompt", "negative_prompt", "scales", "eta", "basis", "rescale", "steps", "width", "height", "seed",
+               "scheduler")
+
+
 def make_endpoints(profile):
-    return positional(TEXT_TO_IMAGE, profile), positional(GUIDANCE_SWEEP, profile)
+    return positional(TEXT_TO_IMAGE, profile, T2I_ORDER), positional(GUIDANCE_SWEEP, profile, SWEEP_ORDER)
 
 
 

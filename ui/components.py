@@ -38,7 +38,7 @@ def _make_component(field: Field, **overrides) -> gr.components.Component:
                                   **overrides})
         return gr.Radio(**{"choices": list(field.choices), "value": field.default, **kw, **overrides})
     if kind in ("number", "integer") and widget != "number" and _bounded(field):
-        low, high = field.low, field.high
+        low, high = min(field.low, field.off) if field.off is not None else field.low, field.high
         # A slider needs min < max; with a cap equal to the floor it is shown fixed.
         return gr.Slider(**{"minimum": low, "maximum": max(high, low + (field.step or 1)), "value": field.default,
                             "step": field.step or (1 if kind == "integer" else 0.05), "interactive": high > low,
@@ -142,3 +142,45 @@ def _numeric_preprocess(block: gr.Number | gr.Slider, decode: Callable, label: s
         return decode(payload)
 
     return preprocess
+
+
+def render_guidance(endpoint: BoundEndpoint) -> dict[str, gr.components.Component]:
+    """The guidance controls from the registry: the method, its scale, its own parameters (shown only while it is
+    selected), its formula and paper, and the modifiers (interval, PAG, rescale, thresholding) in an accordion."""
+    from guidance.rules import METHODS, MODIFIERS
+
+    names = set(endpoint.names)
+    method_params = {p.name for m in METHODS.values() for p in m.params} & names
+    components = render_fields(endpoint, [n for n in ("guidance", "scale") if n in names])
+    chosen = endpoint.field("guidance").default if "guidance" in names else None
+    own = {p.name for p in METHODS[chosen].params} if chosen in METHODS else method_params
+    for name in [n for n in endpoint.names if n in method_params]:
+        components[name] = field_component(endpoint.field(name), visible=name in own)
+    formula = gr.Markdown(describe_method(chosen)) if chosen in METHODS else None
+    modifiers = [p.name for p in MODIFIERS if p.name in names]
+    if modifiers:
+        with gr.Accordion("interval, PAG, rescale, thresholding (on top of any method)", open=False):
+            components |= render_fields(endpoint, modifiers)
+    if "guidance" in names and formula is not None:
+        params = [components[n] for n in endpoint.names if n in method_params]
+
+        def switch(method: str):
+            shown = {p.name for p in METHODS[method].params} if method in METHODS else set()
+            visibility = [gr.update(visible=n in shown) for n in endpoint.names if n in method_params]
+            return (*visibility, describe_method(method))
+
+        components["guidance"].change(switch, components["guidance"], [*params, formula], api_visibility="private")
+    return components
+
+
+def describe_method(name: str | None) -> str:
+    from guidance.rules import METHODS
+
+    if name not in METHODS:
+        return ""
+    method = METHODS[name]
+    lines = [f"**{method.label or method.name}**: {method.formula}"]
+    if method.paper:
+        lines.append(f"<small>{method.paper}" + (f"; defaults: {method.defaults_from}" if method.defaults_from
+                                                 else "") + "</small>")
+    return "\n\n".join(lines)

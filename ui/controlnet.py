@@ -7,7 +7,7 @@ import gradio as gr
 from models.profiles import Profile
 from tasks.common import PHOTOS, toy_example
 from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, CONTROLS, ZERO_CONV, available_controls
-from ui.components import render_fields, render_outputs, render_rest
+from ui.components import render_fields, render_guidance, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -65,8 +65,9 @@ def build(profile: Profile) -> None:
             inputs |= render_fields(one, ["preprocess_resolution"])
             with gr.Row():
                 inputs |= render_fields(one, ["pose_hands", "pose_face"])
-            inputs |= render_fields(one, ["prompt", "negative_prompt", "guidance", "scale", "eta", "basis", "rescale",
-                                          "conditioning_scale"])
+            inputs |= render_fields(one, ["prompt", "negative_prompt"])
+            inputs |= render_guidance(one)
+            inputs |= render_fields(one, ["conditioning_scale"])
             with gr.Row():
                 inputs |= render_fields(one, ["guidance_start", "guidance_end"])
             inputs |= render_fields(one, ["steps"])

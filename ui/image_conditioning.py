@@ -8,7 +8,7 @@ from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE
 from models.profiles import Profile
 from tasks.common import PHOTOS, toy_example
 from tasks.image_conditioning import IMAGE_CONDITIONING
-from ui.components import render_fields, render_outputs, render_rest
+from ui.components import render_fields, render_guidance, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -50,8 +50,9 @@ def build(profile: Profile) -> None:
                 + (f" · not in this profile: {', '.join(lacking)} (add them to the profile TOML)" if lacking else ""))
     with gr.Row():
         with gr.Column(scale=1):
-            inputs = render_fields(endpoint, ["image", "mode", "prompt", "negative_prompt", "image_scale", "mix",
-                                              "guidance", "scale", "eta", "basis", "rescale", "steps"])
+            inputs = render_fields(endpoint, ["image", "mode", "prompt", "negative_prompt", "image_scale", "mix"])
+            inputs |= render_guidance(endpoint)
+            inputs |= render_fields(endpoint, ["steps"])
             with gr.Row():
                 inputs |= render_fields(endpoint, ["width", "height"])
             inputs |= render_fields(endpoint, ["seed", "scheduler", "num_images"])

@@ -6,7 +6,7 @@ import gradio as gr
 
 from models.profiles import Profile
 from tasks.playground import PLAYGROUND
-from ui.components import render_fields, render_outputs
+from ui.components import render_fields, render_guidance, render_outputs
 from ui.endpoint import wire
 
 INTRO = """
@@ -22,7 +22,8 @@ def build(profile: Profile) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1):
-            inputs = render_fields(endpoint, endpoint.names)
+            inputs = render_guidance(endpoint)
+            inputs |= render_fields(endpoint, [n for n in endpoint.names if n not in inputs])
             run = gr.Button("Sample", variant="primary", elem_id="pg-run")
         with gr.Column(scale=2):
             outputs = render_outputs(PLAYGROUND.spec)

@@ -6,7 +6,7 @@ import gradio as gr
 
 from models.profiles import Profile
 from tasks.text_to_image import GUIDANCE_SWEEP, ROLE, TEXT_TO_IMAGE
-from ui.components import render_fields, render_outputs, render_rest
+from ui.components import render_fields, render_guidance, render_outputs, render_rest
 from ui.endpoint import wire
 
 INTRO = """
@@ -43,8 +43,9 @@ def build(profile: Profile) -> None:
 
     with gr.Row():
         with gr.Column(scale=1):
-            inputs = render_fields(t2i, ["prompt", "negative_prompt", "guidance", "scale", "eta", "basis", "rescale",
-                                         "steps"], steps={"elem_id": "t2i-steps"})
+            inputs = render_fields(t2i, ["prompt", "negative_prompt"])
+            inputs |= render_guidance(t2i)
+            inputs |= render_fields(t2i, ["steps"], steps={"elem_id": "t2i-steps"})
             with gr.Row():
                 inputs |= render_fields(t2i, ["width", "height"])
             inputs |= render_fields(t2i, ["seed", "scheduler", "num_images", "attention_token"])
