@@ -3,7 +3,8 @@
     HF_HUB_OFFLINE=1 .venv/bin/python -m scripts.benchmark [--repeats 11] [--threads 1] [--out artifacts/benchmark.md]
 
 Rows: our loop vs the diffusers pipeline for text-to-image, ControlNet and image variations (tiny models),
-Perp-CFG/CFG step, classifier-guided/unguided step against its cost model, batched sweep vs sequential,
+Perp-CFG/CFG step, every guidance method's step against CFG's (toy models), classifier-guided/unguided
+step against its cost model, batched sweep vs sequential,
 app cold start to the first served ``/playground`` request, one image through ``/text_to_image`` via
 gradio_client, and peak RSS of this process and of the app. Prints one markdown table and writes it to
 ``--out``. The per-area scripts (``scripts/benchmark_*.py``) give the same rows with more knobs.
@@ -29,7 +30,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
 
-from scripts import benchmark_cg, benchmark_controlnet, benchmark_image, benchmark_t2i  # noqa: E402
+from scripts import (  # noqa: E402
+    benchmark_cg,
+    benchmark_controlnet,
+    benchmark_image,
+    benchmark_methods,
+    benchmark_t2i,
+)
 from scripts.bench_common import Row, markdown_table, peak_rss_mb, run_header  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     rows += benchmark_controlnet.measure(benchmark_controlnet.build_parser().parse_args([*common, "--size", "64"]))
     rows += benchmark_image.measure(benchmark_image.build_parser().parse_args([*common, "--size", "32"]))
     rows += benchmark_cg.measure(benchmark_cg.build_parser().parse_args([*common, "--batches", "1"]))
+    rows += benchmark_methods.measure(benchmark_methods.build_parser().parse_args(common))
     if not args.skip_app:
         rows += measure_app(args.repeats)
         rows += measure_streaming(max(args.repeats, 21))  # a ±5 % effect: more rounds than the other rows

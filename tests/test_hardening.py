@@ -121,9 +121,32 @@ def corpus(bound: dict, files: dict) -> list[tuple[str, str, dict, str]]:
                 continue
             for name, value, expect in field.cases():
                 cases.append((api, f"{field.name}={name}", {field.name: value}, expect))
+    cases += [(api, name, overrides, "error") for api, name, overrides in CROSS_FIELD]
     # A real float NaN: gradio_client cannot encode it (strict JSON), so it fails in the client; recorded as such.
     cases.append(("/text_to_image", "scale=float('nan')", {"scale": float("nan")}, "any"))
     return cases
+
+
+# Requests whose fields are each valid but not together (or not for this profile: the everything profile has a
+# latent SD and no autoguide role); every one must be refused before model work with a message.
+CROSS_FIELD = [
+    ("/text_to_image", "interval start after end", {"interval_start": 0.8, "interval_end": 0.2}),
+    ("/text_to_image", "interval start = end", {"interval_start": 0.5, "interval_end": 0.5}),
+    ("/text_to_image", "cfg++ with λ > 1", {"guidance": "cfg++", "scale": 2.0}),
+    ("/text_to_image", "cfg++ with euler", {"guidance": "cfg++", "scale": 0.6, "scheduler": "euler"}),
+    ("/text_to_image", "autoguidance without an autoguide role", {"guidance": "autoguidance"}),
+    ("/text_to_image", "thresholding a latent model", {"threshold": 0.995}),
+    ("/guidance_sweep", "a method needing a missing role", {"methods": "cfg, autoguidance"}),
+    ("/guidance_sweep", "cfg++ at scales above 1", {"methods": "cfg++", "scales": "0.5, 3"}),
+    ("/guidance_sweep", "cfg++ with dpm++2m", {"methods": "cfg, cfg++", "scales": "0.5", "scheduler": "dpm++2m"}),
+    ("/controlnet", "cfg++ with unipc", {"guidance": "cfg++", "scale": 0.5, "scheduler": "unipc"}),
+    ("/controlnet", "autoguidance without an autoguide role", {"guidance": "autoguidance"}),
+    ("/controlnet_multi", "interval start after end", {"interval_start": 0.9, "interval_end": 0.1}),
+    ("/image_conditioning", "autoguidance without an autoguide role", {"guidance": "autoguidance"}),
+    ("/image_conditioning", "thresholding a latent model", {"threshold": 0.9}),
+    ("/playground", "interval start after end", {"interval_start": 0.6, "interval_end": 0.4}),
+    ("/playground", "cfg++ with λ > 1", {"guidance": "cfg++", "scale": 4.0}),
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -63,3 +63,52 @@ def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(client):
         client.predict(prompt="x", scales="1, nan", width=32, height=32, steps=2, api_name="/guidance_sweep")
     *_, meta, seed, _, _ = client.predict(prompt="", width=32, height=32, steps=1, seed=-1, api_name="/text_to_image")
     assert seed >= 0 and meta["seed"] == seed
+
+
+def _pngs(gallery) -> list[np.ndarray]:
+    out = []
+    for item in gallery:
+        with Image.open(item["image"]) as img:
+            out.append(np.asarray(img.convert("RGB"), dtype=np.int16))
+    return out
+
+
+def _max_diff(got: list[np.ndarray], expected) -> int:
+    return max(int(np.abs(a - np.asarray(b, dtype=np.int16)).max()) for a, b in zip(got, expected, strict=True))
+
+
+def test_new_methods_through_the_endpoint_match_diffusers_within_one_level(client, tiny_sd_folder):
+    """APG (diffusers' guider in a written-out SD loop) and PAG (StableDiffusionPAGPipeline), through
+    gradio_client and PNG: every pixel within 1/255; the other method's reference is far off."""
+    from diffusers import StableDiffusionPAGPipeline
+    from diffusers.guiders import AdaptiveProjectedGuidance
+    from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer
+    from test_methods import NEGATIVE, guider_combine, reference_loop
+
+    from models.loading import load_sd
+    from models.runtime import pick_runtime
+
+    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=4, width=32, height=32, seed=3, num_images=2,
+                  scheduler="ddim", attention_token="", api_name="/text_to_image")
+    # diffusers' APG with use_original_formulation takes w − 1 (it adds its update to c): ours at 7.5 is its 6.5.
+    apg_gallery, *_ = client.predict(guidance="apg", scale=7.5, eta=0.0, apg_momentum=-0.5, apg_norm_threshold=15.0,
+                                     **common)
+    pag_gallery, *_ = client.predict(guidance="cfg", scale=5.0, pag_scale=3.0, pag_layers="mid", **common)
+
+    sd = load_sd(str(tiny_sd_folder), pick_runtime("cpu", "float32"))
+    guider = AdaptiveProjectedGuidance(guidance_scale=6.5, use_original_formulation=True, eta=0.0,
+                                       adaptive_projected_guidance_momentum=-0.5,
+                                       adaptive_projected_guidance_rescale=15.0)
+    guider.momentum_buffer = MomentumBuffer(-0.5)
+    apg_ref = reference_loop(sd, guider_combine(guider, 4), 4, 3, 2)
+    apg_ref = [(x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255) for x in apg_ref]
+    pipe = StableDiffusionPAGPipeline.from_pretrained(tiny_sd_folder, safety_checker=None,
+                                                      requires_safety_checker=False, pag_applied_layers="mid")
+    pipe.set_progress_bar_config(disable=True)
+    pag_ref = pipe(PROMPT, negative_prompt=NEGATIVE, guidance_scale=5.0, pag_scale=3.0, num_inference_steps=4,
+                   height=32, width=32, num_images_per_prompt=2, generator=torch.Generator().manual_seed(3)).images
+
+    apg_png, pag_png = _pngs(apg_gallery), _pngs(pag_gallery)
+    assert _max_diff(apg_png, apg_ref) <= 1
+    assert _max_diff(pag_png, pag_ref) <= 1
+    assert _max_diff(apg_png, pag_ref) > 8  # the comparison can fail: another method's images are far off
