@@ -31,7 +31,8 @@ def make_scheduler(name: str, config: dict, **options):
 
 
 def step_kwargs_for(scheduler, pixel_space: bool) -> dict:
-    """Pixel-space DDIM must step with the clipped x0's epsilon, or backgrounds go grey."""
-    if pixel_space and isinstance(scheduler, DDIMScheduler) and scheduler.config.clip_sample:
+    """Pixel-space DDIM must step with the clipped (or thresholded) x0's epsilon, or backgrounds go grey."""
+    clipped = scheduler.config.clip_sample or getattr(scheduler.config, "thresholding", False)
+    if pixel_space and isinstance(scheduler, DDIMScheduler) and clipped:
         return {"use_clipped_model_output": True}
     return {}

@@ -248,3 +248,31 @@ def test_cfg_pp_refuses_other_schedulers_and_thresholding_latents(tiny_sd_folder
         text_to_image(sd, PROMPT, rule=GuidanceRule("cfg++", 0.6), scheduler="euler", **SMALL)
     with pytest.raises(ValueError, match="latent space"):
         text_to_image(sd, PROMPT, rule=GuidanceRule("cfg", 5.0, threshold=0.995), scheduler="ddim", **SMALL)
+
+
+def test_dynamic_thresholding_equals_diffusers_ddim_thresholding_on_the_toy_pixel_model():
+    """Imagen's dynamic thresholding through our loop equals DDIMScheduler(thresholding=True) in a loop written
+    from diffusers' parts, on the shipped pixel-space toy UNet at a high scale (where x̂0 leaves [−1, 1])."""
+    from diffusers import DDIMScheduler
+
+    from condition.text import encode_prompts
+    from models.loading import load_role_sd
+    from models.profiles import load_profile
+    from models.runtime import cpu_generator
+
+    sd = load_role_sd(load_profile("toy"), CPU32)
+    w, steps, prompt = 20.0, 8, "a red circle"
+    sched = DDIMScheduler.from_config(sd.scheduler_config, thresholding=True, dynamic_thresholding_ratio=0.995,
+                                      sample_max_value=float("inf"))
+    sched.set_timesteps(steps)
+    text = encode_prompts(sd.tokenizer, sd.text_encoder, ["", prompt], sd.device).states.repeat_interleave(2, 0)
+    x = torch.randn((2, 3, 32, 32), generator=cpu_generator(5))
+    for t in sched.timesteps:
+        u, c = sd.unet(torch.cat([x, x]), t, encoder_hidden_states=text).sample.chunk(2)
+        x = sched.step(u + w * (c - u), t, x, eta=0.0, use_clipped_model_output=True, return_dict=False)[0]
+    expected = (x / 2 + 0.5).clamp(0, 1)
+    common = dict(steps=steps, seed=5, num_images=2, scheduler="ddim")
+    got = text_to_image(sd, prompt, rule=GuidanceRule("cfg", w, threshold=0.995), **common).images
+    assert (got - expected).abs().max().item() <= 1e-5
+    clipped_only = text_to_image(sd, prompt, rule=GuidanceRule("cfg", w), **common).images
+    assert (clipped_only - expected).abs().max().item() > 1e-2  # thresholding changes the images: it can fail
