@@ -20,7 +20,14 @@ import gradio as gr  # noqa: E402
 from models.preload import on_a_space, preload, status_markdown  # noqa: E402
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
-from ui import classifier_guidance, controlnet, image_conditioning, playground, text_to_image  # noqa: E402
+from ui import (  # noqa: E402
+    attention_cost,
+    classifier_guidance,
+    controlnet,
+    image_conditioning,
+    playground,
+    text_to_image,
+)
 from ui.components import harden_numeric_inputs  # noqa: E402
 
 TITLE = "Conditioning Lab"
@@ -45,6 +52,8 @@ def build_app(profile: Profile, why: str = "", loading: str = "Models load on fi
             image_conditioning.build(profile)
         with gr.Tab("2D guidance playground"):
             playground.build(profile)
+        with gr.Tab("Attention cost"):
+            attention_cost.build(profile)
     harden_numeric_inputs(demo)
     return demo
 

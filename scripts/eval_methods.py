@@ -12,10 +12,12 @@ in ``.toy_runs/eval_cache`` so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from torch import Tensor
@@ -82,20 +84,30 @@ def rule_tag(rule: GuidanceRule) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """Adherence (judge confidence) vs diversity, one curve per method in the order of its scales."""
-    fig, (ax,) = subplots(1, (7.5, 5.0))
-    for method in dict.fromkeys(r["method"] for r in results):
-        pts = [r for r in results if r["method"] == method]
-        ax.plot([r["diversity"] for r in pts], [r["confidence"] for r in pts], "o-" if len(pts) > 1 else "s",
-                label=method)
-        for r in pts:
-            ax.annotate(r["value"], (r["diversity"], r["confidence"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set_xlabel("diversity (mean pairwise RMS within a prompt, 0–1 pixels)")
-    ax.set_ylabel("adherence: judge p(colour, shape of the prompt)")
-    ax.set_title("Toy profile: every guidance method, same noise (labels: scale)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    """Adherence (judge confidence) vs diversity, one curve per method in the order of its scales: every row on
+    the left, the saturated corner (where most methods sit) enlarged on the right."""
+    fig, axes = subplots(2, (13.0, 5.2))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    # tab20's dark shades first, then its light ones: eleven methods, eleven distinguishable colours.
+    colours = [matplotlib.colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+    markers = "osD^vP*Xhp<>"
+    corner = [r for r in results if r["confidence"] >= 0.98]
+    for ax, shown, title in ((axes[0], results, "every row"), (axes[1], corner, "adherence ≥ 0.98, enlarged")):
+        for i, method in enumerate(methods):
+            pts = [r for r in shown if r["method"] == method]
+            if not pts:
+                continue
+            ax.plot([r["diversity"] for r in pts], [r["confidence"] for r in pts], marker=markers[i % len(markers)],
+                    color=colours[i % len(colours)], label=method, linestyle="-" if len(pts) > 1 else "none")
+            for r in pts:
+                ax.annotate(r["value"], (r["diversity"], r["confidence"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points", color=colours[i % len(colours)])
+        ax.set_xlabel("diversity (mean pairwise RMS within a prompt, 0–1 pixels)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("adherence: judge p(colour, shape of the prompt)")
+    axes[0].legend(fontsize=7, loc="center")  # the left panel holds every method; its middle is empty
+    fig.suptitle("Toy profile: every guidance method on the same noise (point labels: scale)")
     figure_to_image(fig).save(path)
 
 
@@ -105,7 +117,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cost-repeats", type=int, default=5)
+    ap.add_argument("--plot-only", action="store_true", help="redraw methods.png from methods.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((ASSETS / "methods.json").read_text()), ASSETS / "methods.png")
+        return
     setup(0, args.threads)
     started = time.time()
     ev = Eval(ASSETS, pick_runtime("cpu", "float32"))
@@ -166,6 +182,7 @@ def main() -> None:
     lines += ["", "![adherence vs diversity](methods.png)", "",
               f"_{(time.time() - started) / 60:.1f} min on {torch.get_num_threads()} CPU thread(s)._", ""]
     (ASSETS / "methods.md").write_text("\n".join(lines))
+    (ASSETS / "methods.json").write_text(json.dumps(results, indent=1))
     plot(results, ASSETS / "methods.png")
     print("\n".join(lines))
 

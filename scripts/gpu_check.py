@@ -37,6 +37,8 @@ PLAN: list[tuple[str, str, dict]] = [
     ("/text_to_image", "CFG, 25 steps", dict(prompt="a photo of a red cat", steps=25, seed=0)),
     ("/text_to_image", "Perp-CFG + attention map", dict(prompt="a photo of a red cat", guidance="perp-cfg", steps=25,
                                                         seed=0, attention_token="red")),
+    ("/text_to_image", "APG + PAG (3 model rows per image)", dict(prompt="a photo of a red cat", guidance="apg",
+                                                                  pag_scale=3.0, steps=25, seed=0)),
     ("/guidance_sweep", "3 scales × 2 rules, 15 steps", dict(prompt="a photo of a red cat", scales="1, 5, 9",
                                                              steps=15, seed=0)),
     ("/controlnet", "canny", dict(image=PHOTO, control="canny", prompt="an astronaut", steps=20, seed=0)),
@@ -54,6 +56,7 @@ PLAN: list[tuple[str, str, dict]] = [
                                                                   compare_clean=True)),
     ("/classifier_guidance", "256×256 uncond, ddim10", dict(model="256x256-uncond", steps="ddim10", seed=0)),
     ("/playground", "2D mixture", dict(steps=200, seed=0)),
+    ("/attention_cost", "256/512/1024, measured", dict(resolutions="256, 512, 1024")),
 ]
 
 

@@ -11,6 +11,7 @@ from tasks.spec import Task
 
 def all_tasks() -> tuple[Task, ...]:
     """Every endpoint of the app, in the order the tabs show them."""
+    from tasks.attention_cost import ATTENTION_COST
     from tasks.classifier_guidance import CLASSIFIER_GUIDANCE
     from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, ZERO_CONV
     from tasks.image_conditioning import IMAGE_CONDITIONING
@@ -18,4 +19,4 @@ def all_tasks() -> tuple[Task, ...]:
     from tasks.text_to_image import GUIDANCE_SWEEP, TEXT_TO_IMAGE
 
     return (TEXT_TO_IMAGE, GUIDANCE_SWEEP, CONTROLNET, CONTROLNET_MULTI, ZERO_CONV, CLASSIFIER_GUIDANCE,
-            IMAGE_CONDITIONING, PLAYGROUND)
+            IMAGE_CONDITIONING, PLAYGROUND, ATTENTION_COST)
