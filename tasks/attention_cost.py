@@ -107,12 +107,22 @@ def check_request(params: Params, profile: Profile) -> None:
     check_resolutions(params.resolutions, known_factor(profile), profile.limits.max_pixels)
 
 
-def _default_resolutions(profile: Profile) -> str:
-    return "32, 64, 128" if is_toy(profile) else "256, 512, 1024"
+def _sides_within(profile: Profile, candidates: tuple[int, ...]) -> list[int]:
+    """The candidate sides this profile accepts: multiples of the model's factor (SD's 64 when it is not known
+    before loading) inside the pixel cap."""
+    factor = known_factor(profile) or 64
+    return [s for s in candidates if s % factor == 0 and s * s <= profile.limits.max_pixels]
 
 
 def _quick_resolutions(profile: Profile) -> str:
-    return "32, 64" if is_toy(profile) else "64, 128"
+    sides = _sides_within(profile, (32, 64, 128))[:2] or [known_factor(profile) or 64]
+    return ", ".join(map(str, sides))
+
+
+def _default_resolutions(profile: Profile) -> str:
+    wanted = (32, 64, 128) if is_toy(profile) else (256, 512, 1024)
+    sides = _sides_within(profile, wanted)
+    return ", ".join(map(str, sides)) if len(sides) > 1 else _quick_resolutions(profile)
 
 
 ATTENTION_COST_SPEC = EndpointSpec(
@@ -128,7 +138,7 @@ ATTENTION_COST_SPEC = EndpointSpec(
         F.flag("measure", True, "measure time and peak memory on this device (materialised vs SDPA)"),
     ),
     outputs=(
-        Output("plot", "image", "attention matrix bytes against query tokens (log–log)"),
+        Output("plot", "image", "attention matrix bytes against query tokens (log–log)", elem_id="ac-plot"),
         Output("table", "markdown", "per-layer costs, totals and measurements"),
         Output("metadata", "json", "metadata"),
     ),

@@ -18,6 +18,7 @@ TABS = [
     ("Classifier guidance", "#cg-run", "#cg-gallery img"),
     ("CLIP image conditioning", "#img-run", "#img-gallery img"),
     ("2D guidance playground", "#pg-run", "#pg-plot img"),
+    ("Attention cost", "#ac-run", "#ac-plot img"),
 ]
 
 if not CHROMIUM.exists():
