@@ -70,8 +70,9 @@ def load_role_sd(profile, runtime: Runtime | None = None, role: str = "sd"):
     return load_sd(require_source(profile, role), runtime, role=role, revision=revision_of(profile, role))
 
 
-def sd_native_size(source: str) -> int | None:
-    """A local SD folder's training resolution in pixels, read from its configs (no weights); None if unknown."""
+def local_unet_config(source: str) -> tuple[dict, int] | None:
+    """A local SD folder's UNet config and VAE scale factor (1 without a VAE: pixel space), read from its configs
+    without loading weights; None for a hub id or an unreadable folder."""
     import json
 
     folder = Path(source)
@@ -81,8 +82,17 @@ def sd_native_size(source: str) -> int | None:
         if (folder / "vae" / "config.json").exists():
             vae = json.loads((folder / "vae" / "config.json").read_text())
             factor = 2 ** (len(vae["block_out_channels"]) - 1)
-        return int(unet["sample_size"]) * factor
+        return unet, factor
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def sd_native_size(source: str) -> int | None:
+    """A local SD folder's training resolution in pixels, read from its configs (no weights); None if unknown."""
+    configs = local_unet_config(source)
+    try:
+        return int(configs[0]["sample_size"]) * configs[1] if configs else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 

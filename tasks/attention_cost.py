@@ -7,13 +7,11 @@ runtime's device (``pipelines.attention_cost`` explains both and how peak memory
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from models.loading import load_role_sd
+from models.loading import load_role_sd, local_unet_config
 from models.profiles import Profile
 from pipelines.attention_cost import (
     CFG_BATCH,
@@ -89,17 +87,12 @@ def known_factor(profile: Profile) -> int | None:
     """The model's factor read from a local folder's configs (no weights loaded); None for a hub id, which is
     checked after loading instead."""
     source = profile.source(ROLE)
-    if not source or not Path(source).is_dir():
+    configs = local_unet_config(source) if source else None
+    if configs is None:
         return None
-    folder = Path(source)
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae_scale = 1
-        if (folder / "vae" / "config.json").exists():
-            vae = json.loads((folder / "vae" / "config.json").read_text())
-            vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
-        return model_factor(unet, vae_scale)
-    except (OSError, ValueError, KeyError, TypeError):
+        return model_factor(*configs)
+    except (KeyError, TypeError, ValueError):
         return None
 
 
