@@ -132,6 +132,7 @@ def pair_prompts(count: int, seed: int = 0) -> list[EvalPrompt]:
 
 
 def prompt_set_size(name: str) -> int:
+    """How many prompts ``--prompts`` may ask of the set."""
     sizes = {"single": len(COLOUR_NAMES) * len(SHAPE_NAMES), "pairs": PAIR_PROMPTS_MAX, "photos": len(PHOTO_PROMPTS)}
     return sizes[name]
 
@@ -168,6 +169,7 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def nearest_anchor(cx: float, cy: float) -> str:
+    """The world's position name for an object centred at (cx, cy): its layout rule, read backwards."""
     return min(ANCHORS, key=lambda name: (ANCHORS[name][0] - cx) ** 2 + (ANCHORS[name][1] - cy) ** 2)
 
 
@@ -334,6 +336,7 @@ def summarise(per_sample: dict[str, list[float]], per_prompt: dict[str, list[flo
 
 
 def load_rgb(path: Path) -> np.ndarray:
+    """A saved sample as uint8 ``[H, W, 3]``: the summary reads the files, so every rank's samples count alike."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 

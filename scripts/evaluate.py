@@ -36,10 +36,12 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +96,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def comma_list(text: str, kind: type, name: str) -> list:
+    """A comma list of ``kind`` values for argparse: no empty items, no duplicates (a cell would be drawn twice)."""
     items = [part.strip() for part in text.split(",")]
     if not text.strip() or any(not part for part in items):
         raise argparse.ArgumentTypeError(f"{name} must be a comma list with no empty item, got {text!r}")
@@ -177,6 +180,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile, lis
 
 
 def sampling_settings(args: argparse.Namespace, profile: Profile) -> dict:
+    """Everything besides the grid that decides a sample's pixels or its metrics: what --resume must find unchanged."""
     return {"profile": profile.name, "prompt_set": args.prompt_set, "steps": args.steps, "seed": args.seed,
             "metrics": args.metrics, "options": args.options}
 
@@ -216,6 +220,7 @@ class Ranks:
 
     @classmethod
     def from_env(cls) -> Ranks:
+        """One process (rank 0 of 1) when no launcher set the variables."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                    int(os.environ.get("LOCAL_RANK", 0)))
 
@@ -228,14 +233,14 @@ class Ranks:
             torch.distributed.init_process_group("gloo", timeout=timedelta(hours=2))
         return str(pick_runtime().device)
 
-    def broadcast(self, value):
+    def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (the pending samples: one snapshot, so the split is the same)."""
         box = [value]
         if self.world > 1:
             self._collective(torch.distributed.broadcast_object_list, box, src=0)
         return box[0]
 
-    def gather(self, value) -> list:
+    def gather(self, value: Any) -> list:
         """Every rank's ``value`` on rank 0 (also the wait for every rank to finish)."""
         out = [None] * self.world if self.rank == 0 else None
         if self.world == 1:
@@ -243,7 +248,8 @@ class Ranks:
         self._collective(torch.distributed.gather_object, value, out, dst=0)
         return out or []
 
-    def _collective(self, op, *args, **kwargs) -> None:
+    def _collective(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a collective; a peer's death becomes one clear line instead of gloo's transport error."""
         try:
             op(*args, **kwargs)
         except RuntimeError as e:  # gloo: "Connection closed by peer" when another rank died
@@ -251,6 +257,7 @@ class Ranks:
                                f"names it): {str(e).splitlines()[0][:200]}") from e
 
     def close(self) -> None:
+        """Leave the group cleanly (torch warns at exit otherwise)."""
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -270,6 +277,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def row_key(row: dict) -> tuple:
+    """What makes a sample itself: its method, scale, prompt and index (the seed follows from them)."""
     return tuple(row[k] for k in ROW_KEY)
 
 
@@ -358,7 +366,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_run(args: argparse.Namespace, profile: Profile, status: str, **extra) -> None:
+def write_run(args: argparse.Namespace, profile: Profile, status: str, **extra: Any) -> None:
     """run.json: what ran, where and how long; paths only repo-relative (or ``<local>/name``), never absolute."""
     arguments = {k: v for k, v in vars(args).items() if k not in ("out", "options")}
     record = {"status": status, "sampling": sampling_settings(args, profile),
@@ -370,11 +378,13 @@ def write_run(args: argparse.Namespace, profile: Profile, status: str, **extra) 
     os.replace(tmp, args.out / "run.json")
 
 
-def stop_on_signal(signum: int, frame) -> None:
+def stop_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM (a launcher stopping the group, a scheduler preempting) ends this rank between samples."""
     raise Stopped(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The CLI (see the module docstring); takes ``argv`` so the tests can run it in their own process."""
     started, started_utc = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     args, profile, prompts, grid = parse_args(argv)
     ranks = Ranks.from_env()
