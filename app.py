@@ -21,11 +21,15 @@ from models.preload import on_a_space, preload, status_markdown  # noqa: E402
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
 from ui import (  # noqa: E402
+    adaln_zero,
+    attention_binding,
     attention_cost,
+    class_cfg,
     classifier_guidance,
     controlnet,
     image_conditioning,
     playground,
+    puncond,
     text_to_image,
 )
 from ui.components import harden_numeric_inputs  # noqa: E402
@@ -46,14 +50,22 @@ def build_app(profile: Profile, why: str = "", loading: str = "Models load on fi
             text_to_image.build(profile)
         with gr.Tab("ControlNet"):
             controlnet.build(profile)
-        with gr.Tab("Classifier guidance"):
+        with gr.Tab("Classifier guidance vs CFG"):
             classifier_guidance.build(profile)
+            class_cfg.build_class_cfg(profile)
+            class_cfg.build_compare(profile)
         with gr.Tab("CLIP image conditioning"):
             image_conditioning.build(profile)
         with gr.Tab("2D guidance playground"):
             playground.build(profile)
+        with gr.Tab("p_uncond"):
+            puncond.build(profile)
         with gr.Tab("Attention cost"):
             attention_cost.build(profile)
+        with gr.Tab("Attention binding"):
+            attention_binding.build(profile)
+        with gr.Tab("AdaLN-zero"):
+            adaln_zero.build(profile)
     harden_numeric_inputs(demo)
     return demo
 

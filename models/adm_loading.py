@@ -118,6 +118,10 @@ class ADMPair:
     def diffusion_steps(self) -> int:
         return int(self.diffusion_flags.get("diffusion_steps", 1000))
 
+    @property
+    def diffusion_module(self) -> nn.Module:
+        return self.diffusion
+
     # What pipelines/classifier_guidance.py asks of any guided model pair.
     clean_guide = None  # compare_clean falls back to the ImageNet ResNet-50 on x̂0
     clean_label = "ResNet-50"

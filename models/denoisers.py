@@ -12,7 +12,7 @@ from models.pag import PerturbedSelfAttention
 from models.runtime import row_budget
 
 if TYPE_CHECKING:
-    from diffusers import UNet2DConditionModel
+    from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 
 class UNetDenoiser:
@@ -96,3 +96,34 @@ def _segments(branches: tuple[str, ...], per: int) -> list[tuple[int, int]]:
         else:
             segments.append((start, start + per))
     return segments
+
+
+class DiTDenoiser:
+    """A class-conditional ``DiTTransformer2DModel``: the conditional rows get ``class_ids``, the unconditional rows
+    the null class (the last row of every block's label table), in one call as ``DiTPipeline`` batches them.
+
+    ``channels`` keeps the first output channels only (None: all): a learned-variance DiT predicts 2 × in
+    channels, and a scheduler without a learned variance takes ε alone, as ``DiTPipeline`` splits it.
+    """
+
+    def __init__(self, transformer: DiTTransformer2DModel, class_ids: Tensor, null_class: int,
+                 channels: int | None = None, max_rows: int | None = None):
+        self.transformer = transformer
+        self.labels = {"cond": class_ids.long(), "uncond": torch.full_like(class_ids.long(), null_class)}
+        self.channels = channels
+        self.max_rows = max_rows if max_rows is not None else row_budget()
+
+    def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
+        missing = [b for b in call.branches if b not in self.labels]
+        if missing:
+            raise ValueError(f"a class-conditional DiT has no {missing[0]!r} branch (autoguidance and PAG need a "
+                             "second model or attention perturbation this tab does not offer)")
+        labels = torch.cat([self.labels[b] for b in call.branches]).to(x.device)
+        step = self.max_rows or x.shape[0]
+        chunks = []
+        for i in range(0, x.shape[0], step):
+            rows = slice(i, min(i + step, x.shape[0]))
+            timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(rows.stop - rows.start)
+            out = self.transformer(x[rows], timestep=timestep, class_labels=labels[rows], return_dict=False)[0]
+            chunks.append(out if self.channels is None else out[:, : self.channels])
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

@@ -77,6 +77,12 @@ class GaussianMixture2D:
         z = torch.randn(n, 2, generator=generator, dtype=self.means.dtype)
         return self.means[k] + self.stds[k, None] * z
 
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Exact draws (x, c) from the joint p(x, c) at t = 0: training pairs for a conditional network."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, 2, generator=generator, dtype=self.means.dtype)
+        return self.means[k] + self.stds[k, None] * z, self.labels[k]
+
     def nearest_component(self, x: Tensor) -> Tensor:
         """The most responsible component at t = 0, per point."""
         return self._component_log_densities(x, 1.0).argmax(dim=1)

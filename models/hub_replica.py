@@ -32,6 +32,7 @@ from models.adm import create_classifier, create_model
 from models.adm_loading import CHOICES, PRESETS
 from models.tiny import (
     build_tiny_controlnet,
+    build_tiny_dit,
     build_tiny_image_models,
     build_tiny_ip_adapter,
     build_tiny_sd,
@@ -50,6 +51,8 @@ VARIATIONS = "lambdalabs/sd-image-variations-diffusers"
 IP_ADAPTER = "h94/IP-Adapter"
 CLIP = "openai/clip-vit-large-patch14"
 TAESD = "madebyollin/taesd"
+DIT = "facebook/DiT-XL-2-256"
+DIT_REVISION = "eab87f77abd5aef071a632f08807fbaab0b704d0"  # "upload model && weights", the repo's only weights commit
 # Files the app never reads are not replicated (safety checkers, single-file checkpoints, README images).
 CONFIG_SUFFIXES = (".json", ".txt")
 
@@ -62,6 +65,9 @@ class HubRepo:
     revision: str
     source: str  # where its layout was read
     fp16_variant: bool = False  # the repo ships *.fp16.safetensors next to the full weights
+    # In the Space's preload_from_hub (fetched at build time; a Space takes at most 10). The others are fetched
+    # by the app's own startup preload (models/preload.py).
+    preload: bool = True
 
     def space_files(self, folder: Path) -> list[str]:
         """The files a Space running in fp16 reads: configs, tokenizer and processor files, and the fp16 weights
@@ -89,13 +95,19 @@ REPOS: dict[str, HubRepo] = {
     CLIP: HubRepo(CLIP, "main", "transformers' CLIPModel docs: config.json, model.safetensors, tokenizer and "
                   "preprocessor files at the root"),
     TAESD: HubRepo(TAESD, "main", "diffusers' AutoencoderTiny docs load it by this id: config.json and "
-                   "diffusion_pytorch_model.safetensors at the root"),
+                   # 10 MB: the cheapest repo to leave to the app's startup preload
+                   "diffusion_pytorch_model.safetensors at the root", preload=False),
+    DIT: HubRepo(DIT, DIT_REVISION, "huggingface.co/facebook/DiT-XL-2-256 file browser at eab87f7: model_index.json "
+                 "(36 kB: id2label), scheduler/scheduler_config.json, transformer/ and vae/ with config.json and "
+                 "diffusion_pytorch_model.bin only (safetensors exist only in the unmerged refs/pr/1)"),
 }
 
 
 def snapshot_dir(hf_home: Path, repo: HubRepo) -> Path:
     """Write ``refs/<revision>`` and return ``snapshots/<sha>/``: huggingface_hub's cache layout for one revision."""
-    commit = hashlib.sha1(f"{repo.repo_id}@{repo.revision}".encode()).hexdigest()
+    pinned = len(repo.revision) == 40 and all(c in "0123456789abcdef" for c in repo.revision)
+    # A commit hash is looked up as snapshots/<hash> directly; a branch or tag through refs/<name>.
+    commit = repo.revision if pinned else hashlib.sha1(f"{repo.repo_id}@{repo.revision}".encode()).hexdigest()
     root = hf_home / "hub" / ("models--" + repo.repo_id.replace("/", "--"))
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / repo.revision).write_text(commit)
@@ -205,6 +217,8 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
         # 48 vs 32 here), so code that mixed the two widths up would fail on the replica too.
         folders[IP_ADAPTER] = build_tiny_ip_adapter(work / "ip_adapter", UNet2DConditionModel.from_pretrained(
             sd, subfolder="unet"), image_embed_dim=48)
+        folders[DIT] = build_tiny_dit(work / "dit")
+        _to_bin_only(folders[DIT], {"transformer": "diffusion_pytorch_model.bin", "vae": "diffusion_pytorch_model.bin"})
         _sd_tokenizer_as_released(sd / "tokenizer")
         _sd_scheduler_as_released(sd / "scheduler")
         for repo_id, folder in folders.items():
@@ -216,12 +230,13 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
 
 def front_matter(hf_home: Path | None = None) -> str:
     """The README front matter's ``models`` and ``preload_from_hub`` entries (``repo files revision``), read off a
-    replica (``hf_home``, or one built for the purpose): the files a Space running in fp16 reads."""
+    replica (``hf_home``, or one built for the purpose): the files a Space running in fp16 reads, for the repos
+    marked ``preload`` (a Space preloads at most 10)."""
     if hf_home is None:
         with tempfile.TemporaryDirectory() as tmp:
             return front_matter(build_hub_replica(Path(tmp), adm=False)["hf_home"])
     lines = ["models:", *(f"  - {repo_id}" for repo_id in REPOS), "preload_from_hub:"]
-    for repo in REPOS.values():
+    for repo in (r for r in REPOS.values() if r.preload):
         snapshots = hf_home / "hub" / ("models--" + repo.repo_id.replace("/", "--")) / "snapshots"
         files = ",".join(repo.space_files(next(snapshots.iterdir())))
         revision = f" {repo.revision}" if repo.revision != "main" else ""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from models.adm_loading import CHOICES, load_adm_pair
 from models.annotators import load_midas, load_openpose
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for
+from models.dit_loading import load_dit
 from models.image_loading import load_clip, load_image_variations, load_ip_adapter
 from models.loading import load_role_sd
 from models.preview import PREVIEW_ROLE, load_preview_vae
@@ -44,6 +45,7 @@ LOADERS: dict[str, Loader] = {
     "clip": load_clip,
     PREVIEW_ROLE: lambda p, r: load_preview_vae(p.source(PREVIEW_ROLE), r),
     "adm_diffusion": _adm,
+    "dit": load_dit,
     "classifier_noise_aware": lambda p, r: load_labelled_classifier(p.source("classifier_noise_aware"),
                                                                     "classifier_noise_aware", r),
     "classifier_clean": lambda p, r: load_labelled_classifier(p.source("classifier_clean"), "classifier_clean", r),

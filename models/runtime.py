@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,44 @@ def rows_at_most(max_rows: int | None) -> Iterator[None]:
 def row_budget() -> int | None:
     """The current row budget (None: no limit)."""
     return _ROW_BUDGET.get()
+
+
+# ---------------------------------------------------------------------- peak memory
+
+PEAK_MEMORY_METHOD = {
+    "cuda": "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus the allocation before",
+    "cpu": "torch profiler (profile_memory=True): the CPU allocator's allocation and free events, summed in time order",
+}
+
+
+def peak_memory(call: Callable[[], T], device: torch.device) -> tuple[T, int]:
+    """``call()``'s result and the most memory it held at once on ``device`` above what was allocated before it,
+    in bytes (tensors only: the allocator's view, not the process's resident memory).
+
+    CUDA reads the allocator's peak counter. The CPU allocator keeps none, so the call runs under the torch profiler
+    with ``profile_memory=True``, which logs every allocation and free of the allocator made by this thread's work
+    (another thread's are not logged: a thread allocating 64 MiB in a loop beside a 9 MiB call left it at 9 MiB), each
+    with a time stamp; summed in time order, the running total's maximum is the peak, scratch buffers an op frees
+    before it returns included (a convolution's workspace, for one). The raw event list is read, not
+    ``prof.events()``: building those Python objects cost 2 s for a 10-step 128² toy run, the replay 0.02 s.
+    """
+    if device.type not in PEAK_MEMORY_METHOD:
+        raise ValueError(f"peak memory is measured on cuda and cpu, not {device.type}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = call()
+        torch.cuda.synchronize(device)
+        return result, int(torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = call()
+    changes = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
+                     if event.name() == "[memory]")
+    live = peak = 0
+    for _, delta in changes:  # at one time stamp frees (negative) come first: they cannot raise the peak
+        live += delta
+        peak = max(peak, live)
+    return result, int(peak)

@@ -306,3 +306,40 @@ def write_random_openpose(folder: Path, seed: int = 0, zero: bool = False) -> Pa
     torch.save(_openpose_keys(random_fp16_state(meta_shapes(handpose_model), seed + 1, zero)), folder / hand)
     torch.save(random_fp16_state(meta_shapes(FaceNet), seed + 2, zero), folder / face)
     return folder
+
+
+def build_tiny_dit(folder: Path, seed: int = 0, num_classes: int = 1000, learned_sigma: bool = True,
+                   latent: bool = True, id2label: dict[str, str] | None = None) -> Path:
+    """Write a tiny ``DiTPipeline`` folder: ``transformer/`` (AdaLN-zero blocks, every weight random so that the class
+    and the null class matter), ``vae/`` (or none: pixel space), ``scheduler/`` (DDIM, DiT's linear schedule) and
+    ``model_index.json`` with ``id2label`` (None: ImageNet's names, as ``facebook/DiT-XL-2-256`` ships them)."""
+    import json
+
+    import diffusers
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    from condition.labels import imagenet_classes
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    channels = 4 if latent else 3
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=channels,
+        out_channels=2 * channels if learned_sigma else channels, num_layers=2, sample_size=8, patch_size=2,
+        num_embeds_ada_norm=num_classes, norm_type="ada_norm_zero",
+    )
+    with torch.no_grad():  # diffusers' init leaves AdaLN's modulation small; make every block act
+        for name, param in transformer.named_parameters():
+            if "norm1.linear" in name or "proj_out" in name:
+                param.normal_(0.0, 0.2)
+    transformer.save_pretrained(folder / "transformer")
+    if latent:
+        tiny_vae().save_pretrained(folder / "vae")
+    DDIMScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                  clip_sample=False, set_alpha_to_one=True, steps_offset=0).save_pretrained(folder / "scheduler")
+    labels = id2label if id2label is not None else {str(i): n for i, n in enumerate(imagenet_classes())}
+    index = {"_class_name": "DiTPipeline", "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", "DDIMScheduler"], "transformer": ["diffusers", "DiTTransformer2DModel"],
+             "vae": ["diffusers", "AutoencoderKL"] if latent else [None, None], "id2label": labels}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
+    return folder

@@ -24,10 +24,9 @@ call allocates above what existed before it:
 
 - CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the allocation before.
 - CPU: torch has no peak counter for its CPU allocator, so the call runs once under the torch profiler with
-  ``profile_memory=True``, which records every allocation and free of that allocator, attributed to the op that
-  made it. Replayed in time order (an op's allocations at its start, its frees at its end) the running sum's
-  maximum is the peak. Placing allocations early and frees late can only overstate it, and only by what one op
-  allocates and frees inside itself (the CPU flash kernel's scratch buffer, for example).
+  ``profile_memory=True``, which records every allocation and free of that allocator with a time stamp; summed in
+  time order, the running total's maximum is the peak (:func:`models.runtime.peak_memory`, which the text-to-image
+  tab's ``measure_memory`` uses too).
 
 A measurement whose estimated peak (:func:`materialised_peak_bytes`) passes half the device's free memory, or on
 the CPU more arithmetic than :data:`CPU_MAX_FLOPS`, is not attempted: the row keeps its analytic size and says
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.runtime import Runtime
+from models.runtime import PEAK_MEMORY_METHOD, Runtime, peak_memory
 from pipelines.plots import figure_to_image, subplots
 
 if TYPE_CHECKING:
@@ -292,35 +291,6 @@ def run_attention(module, hidden: torch.Tensor, context: torch.Tensor | None, na
         return module(hidden, encoder_hidden_states=context)
 
 
-def _cpu_peak(call) -> int:
-    """The CPU allocator's peak during ``call()`` above its level before, replayed from the profiler's events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        call()
-    changes = []
-    for event in prof.events():
-        delta = event.self_cpu_memory_usage if event.name != "[memory]" else event.cpu_memory_usage
-        if delta > 0:
-            changes.append((event.time_range.start, 1, delta))
-        elif delta < 0:
-            changes.append((event.time_range.end if event.name != "[memory]" else event.time_range.start, 0, delta))
-    live = peak = 0
-    for _, _, delta in sorted(changes):
-        live += delta
-        peak = max(peak, live)
-    return int(peak)
-
-
-def _cuda_peak(call, device: torch.device) -> int:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    call()
-    torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - before)
-
-
 def measure_attention(layer: AttentionLayer, runtime: Runtime, name: str, repeats: int = 3,
                       free_bytes: int | None = None, seed: int = 0) -> Measurement:
     """Time and peak memory of the layer's attention through processor ``name`` (module docstring: how); a call
@@ -356,10 +326,8 @@ def measure_attention(layer: AttentionLayer, runtime: Runtime, name: str, repeat
         if cuda:
             torch.cuda.synchronize(runtime.device)
         times.append(time.perf_counter() - start)
-    if cuda:
-        peak, method = _cuda_peak(call, runtime.device), "torch.cuda.max_memory_allocated"
-    else:
-        peak, method = _cpu_peak(call), "torch profiler (profile_memory=True), allocator events replayed"
+    _, peak = peak_memory(call, runtime.device)
+    method = PEAK_MEMORY_METHOD["cuda" if cuda else "cpu"]
     return Measurement(**base, measured=True, seconds=statistics.median(times), peak_bytes=peak, method=method)
 
 

@@ -60,6 +60,9 @@ class GuidedModels(Protocol):
     clean_label: str
 
     @property
+    def diffusion_module(self) -> nn.Module: ...  # the network each step calls (hooks count and time it)
+
+    @property
     def image_size(self) -> int: ...
 
     @property

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from matplotlib.axes import Axes
 from PIL import Image
 
 from guidance.rules import RULE_NAMES, GuidanceRule
-from guidance.sampler import ClassifierGuidance, SampleResult, StepState, initial_noise, sample
+from guidance.sampler import ClassifierGuidance, Denoiser, SampleResult, StepState, initial_noise, sample
 from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, degraded, exact_classifier
 from models.runtime import cpu_generator
 from pipelines.plots import figure_to_image, subplots
@@ -51,10 +52,15 @@ def run_playground(
     seed: int = 0,
     mixture: GaussianMixture2D | None = None,
     callback: Callable[[StepState], None] | None = None,
+    denoiser: Denoiser | None = None,
     **options,
 ) -> PlaygroundRun:
     """Sample the mixture with a registry rule (``options``: its parameters, e.g. ``eta``, ``basis``) or with
-    ``"classifier"``: the unconditional model plus the exact ∇ log p_t(c | x), scaled by ``scale``."""
+    ``"classifier"``: the unconditional model plus the exact ∇ log p_t(c | x), scaled by ``scale``.
+
+    ``denoiser`` replaces the exact ε by another model of the same world with the same interface (the learned
+    networks of ``pipelines.puncond``): same loop, scheduler, noise and statistics, so runs compare sample by sample.
+    """
     if guidance not in GUIDANCE_MODES:
         raise ValueError(f"guidance must be one of {GUIDANCE_MODES}; got {guidance!r}")
     if not 1 <= int(steps) <= MAX_STEPS:
@@ -67,11 +73,13 @@ def run_playground(
     alpha_bars = scheduler.alphas_cumprod.double()
 
     if guidance == "classifier":
+        if denoiser is not None:
+            raise ValueError("classifier guidance here uses the exact unconditional score; a learned denoiser "
+                             "takes a rule of the registry")
         rule = GuidanceRule("none", 1.0)
         classifier = ClassifierGuidance(exact_classifier(mixture, label, alpha_bars), scale=float(scale))
         # The classifier steers the *unconditional* model: p(x) p(c|x)^s.
-        denoiser = GMMDenoiser(mixture, label, alpha_bars)
-        denoiser_call = _unconditional(denoiser)
+        denoiser_call = _unconditional(GMMDenoiser(mixture, label, alpha_bars))
     else:
         rule = GuidanceRule(guidance, float(scale), **options)
         if rule.options["pag_scale"] or rule.options["threshold"]:
@@ -79,7 +87,7 @@ def run_playground(
                              "thresholding do not apply (set pag_scale and threshold to 0)")
         classifier = None
         weak = degraded(mixture) if rule.uncond_branch == "weak" else None  # autoguidance's "bad version"
-        denoiser_call = GMMDenoiser(mixture, label, alpha_bars, weak=weak)
+        denoiser_call = denoiser if denoiser is not None else GMMDenoiser(mixture, label, alpha_bars, weak=weak)
 
     generator = cpu_generator(seed)
     noise = initial_noise((int(num_samples), 2), generator, torch.device("cpu"), torch.float64)
@@ -125,22 +133,10 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def plot_playground(run: PlaygroundRun, guidance: str, scale: float) -> Image.Image:
     """Samples over the contours of the sharpened target p(x) p(c | x)^w at t = 0, and the Δ norms."""
     fig, (ax, ax2) = subplots(2, (10, 4.4), width_ratios=[1.15, 1])
-    grid = torch.linspace(-4, 4, 160, dtype=torch.float64)
-    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
-    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
     w = 1.0 if guidance == "none" else float(scale)
-    log_target = run.mixture.log_density(pts) + w * run.mixture.class_log_prob(pts, 1.0, run.label)
-    z = (log_target - log_target.max()).exp().reshape(gx.shape).numpy()
-    ax.contourf(gx.numpy(), gy.numpy(), z, levels=12, cmap="Greys")
-    colours = np.array(["#d62728", "#2ca02c", "#1f77b4"])
-    cls = run.mixture.labels[run.mixture.nearest_component(run.samples)].numpy()
-    pts_np = run.samples.numpy()
-    ax.scatter(pts_np[:, 0], pts_np[:, 1], s=3, c=colours[cls % 3], alpha=0.6)
-    ax.set_xlim(-4, 4)
-    ax.set_ylim(-4, 4)
-    ax.set_aspect("equal")
     name = run.mixture.class_names[run.label]
-    ax.set_title(f"{guidance} w={scale:g}, target {name!r}: contours of p(x) p(c|x)^{w:g}", fontsize=9)
+    draw_samples(ax, run.mixture, run.samples, run.label, w,
+                 f"{guidance} w={scale:g}, target {name!r}: contours of p(x) p(c|x)^{w:g}")
     steps = np.arange(len(run.result.trace))
     if run.result.trace and "delta_par" in run.result.trace[0]:
         ax2.plot(steps, run.result.series("delta_par").mean(1), label="‖Δ∥‖ (along basis)")
@@ -153,3 +149,23 @@ def plot_playground(run: PlaygroundRun, guidance: str, scale: float) -> Image.Im
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     return figure_to_image(fig)
+
+
+def draw_samples(ax: Axes, mixture: GaussianMixture2D, samples: torch.Tensor, label: int, w: float,
+                 title: str, extent: float = 4.0) -> None:
+    """Samples coloured by the class of their nearest component, over the contours of p(x) p(c | x)^w at t = 0,
+    in the square [−extent, extent]²."""
+    grid = torch.linspace(-extent, extent, 160, dtype=torch.float64)
+    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
+    log_target = mixture.log_density(pts) + w * mixture.class_log_prob(pts, 1.0, label)
+    z = (log_target - log_target.max()).exp().reshape(gx.shape).numpy()
+    ax.contourf(gx.numpy(), gy.numpy(), z, levels=12, cmap="Greys")
+    colours = np.array(["#d62728", "#2ca02c", "#1f77b4"])
+    cls = mixture.labels[mixture.nearest_component(samples)].numpy()
+    pts_np = samples.numpy()
+    ax.scatter(pts_np[:, 0], pts_np[:, 1], s=3, c=colours[cls % 3], alpha=0.6)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)

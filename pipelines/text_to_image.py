@@ -9,7 +9,7 @@ Usable from a notebook without Gradio::
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from models.denoisers import UNetDenoiser
 from models.loading import SDComponents
 from models.pag import perturbed_attention
 from models.runtime import cpu_generator, row_budget
-from pipelines.attention import AttentionStore, recording
+from pipelines.attention import AttentionStore, RowMarkingDenoiser, computing_attention, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class GenerationResult:
     result: SampleResult
     truncated: list[str]
     attention: Tensor | None = None  # [B, h, w, tokens] mean cross-attention on the latent grid
+    attention_kind: str | None = None  # "sdpa" or "materialised" when the run chose it; None: the UNet's own processors
 
 
 def check_size(width: int, height: int, multiple: int = 8) -> None:
@@ -96,24 +97,37 @@ def text_to_image(
     diagnostics: bool = True,
     preview: Callable[[Tensor], Tensor] | None = None,
     weak: UNet2DConditionModel | None = None,
+    attention_kind: str | None = None,
 ) -> GenerationResult:
     """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
 
     ``attention=True`` also records the conditional branch's cross-attention maps
     (:mod:`pipelines.attention`); otherwise the UNet runs with its own processors untouched.
+    ``attention_kind`` ("sdpa" or "materialised") sets how every attention layer of the UNet (and of ``weak``)
+    computes for this run only (:func:`pipelines.attention.computing_attention`); None keeps the processors they have.
     ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
     """
     width, height = resolve_size(sd, width, height)
     cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
-    denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
     shape = latent_shape(sd, width, height, num_images)
     store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
-    with recording(sd.unet, store) if store is not None else nullcontext():
+    if store is not None:
+        denoiser = RowMarkingDenoiser(store, sd.unet, cond, uncond, cross_attention_kwargs)
+    else:
+        denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
+    # Outermost the kind, then the recorder around it, then (inside generate) PAG's perturbed layers around that:
+    # each wraps what the previous one installed, and each restores it on the way out, errors included.
+    with ExitStack() as installed:
+        if attention_kind is not None:
+            for unet in filter(None, (sd.unet, weak)):
+                installed.enter_context(computing_attention(unet, attention_kind))
+        if store is not None:
+            installed.enter_context(recording(sd.unet, store))
         images, result = generate(sd, denoiser, rule, shape, steps=steps, seed=seed, scheduler=scheduler,
                                   generator=generator, callback=callback, diagnostics=diagnostics, preview=preview,
                                   weak=weak)
     maps = store.maps() if store is not None else None
-    return GenerationResult(images, result, truncated, maps)
+    return GenerationResult(images, result, truncated, maps, attention_kind)
 
 
 def resolve_size(sd: SDComponents, width: int | None, height: int | None) -> tuple[int, int]:

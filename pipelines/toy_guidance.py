@@ -92,6 +92,10 @@ class ToyGuidedModels:
         return self.noise_aware.class_names
 
     @property
+    def diffusion_module(self) -> nn.Module:
+        return self.sd.unet
+
+    @property
     def image_size(self) -> int:
         return int(self.sd.unet.config.sample_size)
 

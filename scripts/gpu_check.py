@@ -55,8 +55,15 @@ PLAN: list[tuple[str, str, dict]] = [
     ("/classifier_guidance", "64×64, ddim25, compare_clean", dict(model="64x64", steps="ddim25", seed=0,
                                                                   compare_clean=True)),
     ("/classifier_guidance", "256×256 uncond, ddim10", dict(model="256x256-uncond", steps="ddim10", seed=0)),
+    ("/class_cfg", "DiT-XL/2 CFG, 25 steps", dict(class_name="golden retriever", scale=4.0, steps=25, seed=0)),
+    ("/cg_vs_cfg", "ADM 256 classifier guidance vs DiT CFG", dict(class_name="golden retriever", steps=25, seed=0,
+                                                                   num_images=1)),
     ("/playground", "2D mixture", dict(steps=200, seed=0)),
+    ("/p_uncond", "learned vs exact CFG, p=0.1, w=3", dict(p_uncond=0.1, scale=3.0, steps=200, seed=0)),
     ("/attention_cost", "256/512/1024, measured", dict(resolutions="256, 512, 1024")),
+    ("/attention_binding", "two objects, 4 images, 25 steps", dict(prompt="a red cube and a blue sphere", num_images=4,
+                                                                   steps=25, seed=0)),
+    ("/adaln_zero", "fresh DiT block, AdaLN-zero vs default init", dict(seed=0)),
 ]
 
 

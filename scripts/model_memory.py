@@ -62,6 +62,15 @@ def controlnet():
     return ControlNetModel(cross_attention_dim=768, attention_head_dim=8)
 
 
+def dit_xl_2_256():
+    from diffusers import DiTTransformer2DModel
+
+    # facebook/DiT-XL-2-256's transformer/config.json: 28 blocks of 16 heads × 72, patch 2 on 32×32×4 latents,
+    # 1000 classes, learned sigma (8 output channels).
+    return DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
+                                 num_layers=28, sample_size=32, patch_size=2, num_embeds_ada_norm=1000)
+
+
 def adm(name: str) -> int:
     return json.loads((GOLDEN / "manifests.json").read_text())["models"][name]["num_params"]
 
@@ -71,6 +80,7 @@ def main() -> None:
     vit_l = count(lambda: clip_vision(1024, 24, 16, 4096, 768))
     vit_h = count(lambda: clip_vision(1280, 32, 16, 5120, 1024))
     cn = count(controlnet)
+    dit = count(dit_xl_2_256)
     sd = unet + vae + text
     rows = [
         ("Text to image", "SD 1.5: UNet + VAE + CLIP ViT-L/14 text", sd),
@@ -80,6 +90,7 @@ def main() -> None:
         ("CLIP image: IP-Adapter", "SD 1.5 + a UNet copy + ViT-H/14 image encoder (adapter layers not counted)",
          sd + unet + vit_h),
     ]
+    rows.append(("Class CFG (DiT)", "DiT-XL/2 256 + its VAE (SD's KL-f8 architecture)", dit + vae))
     if GOLDEN.is_dir():
         rows += [
             ("Classifier guidance 64×64", "ADM 64×64 diffusion + classifier",
@@ -88,11 +99,12 @@ def main() -> None:
              adm("256x256_diffusion_uncond") + adm("256x256_classifier")),
         ]
     # On a Space every role is loaded at startup (models/preload.py), so the GPU holds all of them at once.
-    everything = sd + 3 * cn + (unet + vae + vit_l) + (unet + vit_h) + (text + vit_l)
+    everything = sd + 3 * cn + (unet + vae + vit_l) + (unet + vit_h) + (text + vit_l) + (dit + vae)
     if GOLDEN.is_dir():
         everything += sum(n for tab, _, n in rows if tab.startswith("Classifier guidance"))
     rows.append(("Everything at startup (a Space)", "SD 1.5, 3 ControlNets, image variations, IP-Adapter, full CLIP "
-                 "ViT-L/14" + (", both ADM pairs" if GOLDEN.is_dir() else "") + " (MiDaS and OpenPose, fp32, not "
+                 "ViT-L/14, DiT-XL/2" + (", both ADM pairs" if GOLDEN.is_dir() else "")
+                 + " (MiDaS and OpenPose, fp32, not "
                  "counted)", everything))
     print("| tab | models | parameters | fp16 weights |")
     print("|---|---|---:|---:|")

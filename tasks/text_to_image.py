@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
+
 from condition.text import prompt_tokens
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
 from models.loading import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
 from models.preview import preview_decoder
-from pipelines.attention import overlay, token_map, token_positions
+from models.runtime import PEAK_MEMORY_METHOD, peak_memory
+from pipelines.attention import cross_attention_layers, overlay, token_map, token_positions
+from pipelines.attention_cost import PROCESSORS, human_bytes, processor
 from pipelines.plots import plot_diagnostics
 from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image, to_pil
@@ -41,6 +46,11 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         *sampling_fields(ROLE),
         F.text("attention_token", "", "cross-attention map for token (empty = off)",
                extra={"placeholder": "e.g. red"}),
+        F.choice("attention", "sdpa", PROCESSORS, "attention computed as", info="sdpa: fused "
+                 "scaled_dot_product_attention (AttnProcessor2_0); materialised: AttnProcessor, which stores every "
+                 "layer's softmax matrix. Same pixels, different memory."),
+        F.flag("measure_memory", False, "measure peak memory", info="the run's peak memory into the metadata (CPU: "
+               "the run goes under the torch profiler, ≈ 1.3× slower on the toy)"),
     ),
     outputs=(
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery", preview=True),
@@ -63,12 +73,16 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
     token = params.attention_token.strip()
     positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
     rule = rule_from(params)
+    run = partial(
+        text_to_image, sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
+        width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
+        scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder, weak=weak,
+        attention_kind=params.attention,
+    )
     with ctx.section("sample"):
-        out = text_to_image(
-            sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
-            width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder, weak=weak,
-        )
+        started = time.perf_counter()
+        out, peak = peak_memory(run, ctx.runtime.device) if params.measure_memory else (run(), None)
+        seconds = time.perf_counter() - started
     for dropped in filter(None, out.truncated):
         ctx.note(f"prompt truncated to the text encoder's {sd.tokenizer.model_max_length} tokens; dropped: {dropped!r}")
     model_id = ctx.profile.display_source(ROLE)
@@ -83,11 +97,31 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         images=gallery,
         diagnostics=plot_diagnostics(out.result, f"{rule.name}, w = {rule.scale:g}", decoder.caption),
         metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes),
-                              diagnostics_measured_on=decoder.caption),
+                              diagnostics_measured_on=decoder.caption,
+                              attention=attention_run(out.attention_kind, ctx, seconds, peak, recorded=bool(positions),
+                                                      cross_layers=len(cross_attention_layers(sd.unet)))),
         seed=params.seed,
         attention=overlays,
         snippet=ctx.endpoint.snippet(params),
     )
+
+
+def attention_run(kind: str, ctx: TaskContext, seconds: float, peak: int | None, recorded: bool,
+                  cross_layers: int) -> dict:
+    """The metadata's ``attention``: which computation ran, the run's wall time and (when measured) peak memory."""
+    device = ctx.runtime.device.type
+    out = {"kind": kind, "processor": type(processor(kind)).__name__, "seconds": round(seconds, 3)}
+    if peak is None:
+        out["peak_memory"] = "not measured (set measure_memory)"
+    else:
+        out.update(peak_memory=human_bytes(peak), peak_memory_bytes=peak, peak_memory_method=PEAK_MEMORY_METHOD[device])
+        if device == "cpu":
+            out["seconds_note"] = "timed under the torch profiler"
+    if recorded:
+        # The recorder forms the softmax the fused kernel never does: say so, since it adds to the memory.
+        out["token_map"] = (f"the softmax of {cross_layers} cross-attention layers recomputed materialised beside "
+                            f"their {kind} output, for the attention_token map")
+    return out
 
 
 TEXT_TO_IMAGE = Task(TEXT_TO_IMAGE_SPEC, run_text_to_image)

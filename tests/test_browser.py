@@ -15,10 +15,15 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 TABS = [
     ("Text to image", "#t2i-run", "#t2i-gallery img"),
     ("ControlNet", "#cn-run", "#cn-gallery img"),
-    ("Classifier guidance", "#cg-run", "#cg-gallery img"),
+    ("Classifier guidance vs CFG", "#cg-run", "#cg-gallery img"),
+    ("Classifier guidance vs CFG", "#ccfg-run", "#ccfg-gallery img"),
+    ("Classifier guidance vs CFG", "#cmp-run", "#cmp-plot img"),
     ("CLIP image conditioning", "#img-run", "#img-gallery img"),
     ("2D guidance playground", "#pg-run", "#pg-plot img"),
+    ("p_uncond", "#pu-run", "#pu-plot img"),
     ("Attention cost", "#ac-run", "#ac-plot img"),
+    ("Attention binding", "#ab-run", "#ab-gallery img"),
+    ("AdaLN-zero", "#az-run", "#az-plot img"),
 ]
 
 if not CHROMIUM.exists():
@@ -63,11 +68,12 @@ def wait_for_result(page, name: str, result: str, screenshot: str) -> None:
 
 def test_every_tab_generates_in_a_real_browser(app_url):
     with browser_page(app_url) as page:
-        assert [t.strip() for t in page.get_by_role("tab").all_inner_texts()] == [t[0] for t in TABS]
+        tab_names = list(dict.fromkeys(t[0] for t in TABS))  # a tab may hold several endpoints
+        assert [t.strip() for t in page.get_by_role("tab").all_inner_texts()] == tab_names
         for name, button, result in TABS:
             page.get_by_role("tab", name=name).click()
             page.locator(button).click()
-            wait_for_result(page, name, result, f"{name.split()[0].lower()}.png")
+            wait_for_result(page, name, result, f"{button.removeprefix('#')}.png")
 
 
 def test_toy_examples_are_cached_on_first_click(tmp_path):
@@ -75,7 +81,7 @@ def test_toy_examples_are_cached_on_first_click(tmp_path):
     with live_app("toy", env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as client, browser_page(client.app_url) as page:
         for tab, example, result in (("Text to image", "a red circle", "#t2i-gallery img"),
                                      ("ControlNet", "a magenta square", "#cn-gallery img"),
-                                     ("Classifier guidance", "cyan cross", "#cg-gallery img"),
+                                     ("Classifier guidance vs CFG", "cyan cross", "#cg-gallery img"),
                                      ("CLIP image conditioning", "a red cross", "#img-gallery img")):  # fmt: skip
             page.get_by_role("tab", name=tab).click()
             page.get_by_text(example, exact=True).first.click()

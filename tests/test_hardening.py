@@ -362,7 +362,7 @@ def test_decompression_bomb_is_refused_from_the_header(app):
 # Concurrency
 
 MODEL_ENDPOINTS = ("text_to_image", "guidance_sweep", "controlnet", "controlnet_multi", "zero_conv",
-                   "classifier_guidance", "image_conditioning")
+                   "classifier_guidance", "class_cfg", "cg_vs_cfg", "image_conditioning")
 
 
 def test_model_endpoints_share_one_serialized_queue(everything_profile):

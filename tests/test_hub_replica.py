@@ -51,7 +51,7 @@ def preload_in_subprocess(env: dict[str, str]) -> dict:
 def test_every_role_of_the_full_profile_loads_from_the_replica(hub_replica):
     statuses = preload_in_subprocess(replica_env(hub_replica))
     assert set(statuses) == {"sd", "controlnet_canny", "controlnet_depth", "controlnet_pose", "annotators",
-                             "image_variations", "ip_adapter", "clip", "adm_diffusion", "preview_vae"}
+                             "image_variations", "ip_adapter", "clip", "adm_diffusion", "preview_vae", "dit"}
     failed = {role: message for role, (ok, message) in statuses.items() if not ok}
     assert not failed, failed
 
@@ -72,7 +72,17 @@ def test_readme_front_matter_lists_what_the_replica_holds(hub_replica):
     text = (ROOT / "README.md").read_text()
     head = text.split("---", 2)[1]
     assert front_matter(hub_replica["hf_home"]) in head, "python -m models.hub_replica --front-matter"
-    assert len(REPOS) <= 10  # the Space build's preload limit
+    assert sum(repo.preload for repo in REPOS.values()) <= 10  # "preload models limited to 10" (Space config)
+
+
+def test_the_dit_repo_is_bin_only_at_its_pinned_commit(hub_replica):
+    from models.hub_replica import DIT_REVISION
+
+    repo = hub_replica["hf_home"] / "hub" / "models--facebook--DiT-XL-2-256"
+    assert (repo / "snapshots" / DIT_REVISION / "model_index.json").is_file()
+    files = {str(p.relative_to(repo / "snapshots" / DIT_REVISION)) for p in repo.rglob("*") if p.is_file()}
+    assert {"transformer/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"} <= files
+    assert not any(f.endswith(".safetensors") for f in files)
 
 
 def test_the_variations_repo_is_bin_only_at_v2_0(hub_replica):
@@ -112,6 +122,8 @@ def _images(value) -> list[np.ndarray]:
     ("/image_conditioning", dict(image=CAT, mode="cross-modal", prompt="a dog", mix=0.5, steps=2, **SIZE)),
     ("/classifier_guidance", dict(class_name="golden retriever", model="64x64", steps="ddim2", seed=1)),
     ("/playground", dict(steps=5, num_samples=100)),
+    ("/class_cfg", dict(class_name="golden retriever", steps=2, seed=1)),
+    ("/cg_vs_cfg", dict(class_name="volcano", steps=2, seed=1, num_images=1)),
 ], ids=lambda v: v if isinstance(v, str) else v.get("mode") or v.get("control") or "")
 def test_every_tab_of_the_full_profile_runs_on_the_replica(full_app, api, request_):
     request = {k: handle_file(v) if k == "image" else v for k, v in request_.items()}

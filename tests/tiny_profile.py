@@ -13,13 +13,14 @@ def write_everything_profile(root: Path, tiny_sd_folder: Path) -> Path:
 
     from models.loading import load_sd
     from models.runtime import pick_runtime
-    from models.tiny import build_tiny_controlnet, build_tiny_image_models, build_tiny_ip_adapter
+    from models.tiny import build_tiny_controlnet, build_tiny_dit, build_tiny_image_models, build_tiny_ip_adapter
 
     root = Path(root)
     canny = build_tiny_controlnet(root / "canny", tiny_sd_folder, seed=1)
     depth = build_tiny_controlnet(root / "depth", tiny_sd_folder, seed=2)
     image = build_tiny_image_models(root / "image")
     ipa = build_tiny_ip_adapter(root / "IP-Adapter", load_sd(str(tiny_sd_folder), pick_runtime("cpu", "float32")).unet)
+    dit = build_tiny_dit(root / "dit")
     adm_roles = ""
     if GOLDEN_ADM.is_dir():
         adm_text = write_tiny_profile(root).read_text()
@@ -30,6 +31,7 @@ def write_everything_profile(root: Path, tiny_sd_folder: Path) -> Path:
         f'controlnet_canny = "{canny}"\ncontrolnet_depth = "{depth}"\nannotators = "{root / "no_annotators"}"\n'
         f'image_variations = "{image["variations"]}"\nclip = "{image["clip"]}"\n'
         f'ip_adapter = {{ source = "{ipa}", subfolder = "models" }}\n'
+        f'dit = "{dit}"\n'
         f"{adm_roles}"
         '\n[meta]\ndescription = "tiny random models for every tab (tests)"\n'
         "\n[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\nmax_upload_pixels = 1000000\ntimeout_s = 60\n"
