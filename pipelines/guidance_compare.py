@@ -166,6 +166,9 @@ def compare(
         if on_step is not None:
             on_step("CFG", state)
 
+    # One untimed step first: the DiT's first call pays one-off costs (kernel selection, allocator growth).
+    class_cfg_sample(dit, class_id=y, rule=GuidanceRule("cfg", cfg_scale), steps=1, scheduler="ddim", seed=seed,
+                     num_images=num_images, diagnostics=False)
     with counting(dit.transformer) as dit_count:
         cfg = class_cfg_sample(dit, class_id=y, rule=GuidanceRule("cfg", cfg_scale), steps=steps, scheduler="ddim",
                                seed=seed, num_images=num_images, callback=cfg_step, diagnostics=False)

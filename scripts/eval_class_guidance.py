@@ -36,13 +36,15 @@ from scripts.toy_common import ASSETS, setup
 
 CFG_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)
 CG_SCALES = (0.0, 1.0, 3.0, 10.0, 20.0)
+TRAP = "CFG (DiT), DDIM clipping x̂0 but keeping ε"
 
 
-def sample_cfg(dit, scale: float, per_class: int, steps: int) -> torch.Tensor:
+def sample_cfg(dit, scale: float, per_class: int, steps: int, clip_sample: str = "off") -> torch.Tensor:
     rows = []
     for class_id in range(len(CLASS_NAMES)):
         out = class_cfg_sample(dit, class_id=class_id, rule=GuidanceRule("cfg", scale), steps=steps,
-                               scheduler="ddim", seed=class_id, num_images=per_class, diagnostics=False)
+                               scheduler="ddim", seed=class_id, num_images=per_class, diagnostics=False,
+                               clip_sample=clip_sample)
         rows.append(out.images)
     return torch.cat(rows) * 2 - 1
 
@@ -79,6 +81,8 @@ def main() -> None:
     jobs = [("CFG (DiT)", w, lambda w=w: sample_cfg(dit, w, args.per_class, args.steps)) for w in CFG_SCALES]
     jobs += [("classifier guidance", s, lambda s=s: sample_cg(pair, s, args.per_class, args.steps))
              for s in CG_SCALES]
+    # Issue 17's trap: DDIM that clips x̂0 but steps with the model's own ε (clip_sample=True from a DDPM config).
+    jobs.append((TRAP, 4.0, lambda: sample_cfg(dit, 4.0, args.per_class, args.steps, clip_sample="unclipped-eps")))
     for method, scale, draw in tqdm(jobs, desc="methods × scales"):
         start = time.perf_counter()
         x = draw()
@@ -120,7 +124,7 @@ def write_markdown(report: dict) -> None:
 
 def plot(rows: list[dict]) -> None:
     fig, axes = subplots(2, (9.0, 3.2))
-    for method, colour in (("CFG (DiT)", "tab:red"), ("classifier guidance", "tab:blue")):
+    for method, colour in (("CFG (DiT)", "tab:red"), ("classifier guidance", "tab:blue"), (TRAP, "black")):
         mine = [r for r in rows if r["method"] == method]
         axes[0].plot([r["scale"] for r in mine], [r["both"] for r in mine], "o-", color=colour, label=method)
         axes[1].plot([r["both"] for r in mine], [r["diversity"] for r in mine], "o-", color=colour, label=method)

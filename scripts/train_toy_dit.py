@@ -2,6 +2,9 @@
 
     nice -n 5 .venv/bin/python -m scripts.train_toy_dit --bf16 --minutes 110 --steps 16000
     .venv/bin/python -m scripts.train_toy_dit --export-only      # export the EMA of the last checkpoint
+    # warm start: continue from a shipped DiT with a fresh optimiser, exporting elsewhere until it is evaluated
+    .venv/bin/python -m scripts.train_toy_dit --bf16 --init-from assets/toy/dit --lr 2e-4 --minutes 90 \
+        --run-dir .toy_runs/dit_ft --out .toy_runs/dit_ft_export
 
 Writes ``assets/toy/dit/{transformer,scheduler}`` and ``model_index.json`` in diffusers' ``DiTPipeline`` layout
 (no VAE: pixel space, ``id2label`` in the index as in ``facebook/DiT-XL-2-256``). Checkpoints go to
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -113,11 +117,11 @@ def adaln_zero_init(model: DiTTransformer2DModel) -> None:
         torch.nn.init.zeros_(layer.bias)
 
 
-def write_pipeline_files() -> None:
+def write_pipeline_files(folder: Path = DIT) -> None:
     """Scheduler and a ``DiTPipeline`` model index with ``id2label``; no VAE (pixel space)."""
     import diffusers
 
-    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(DIT / "scheduler")
+    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "DiTPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -126,7 +130,7 @@ def write_pipeline_files() -> None:
         "vae": [None, None],
         "id2label": {str(i): name for i, name in enumerate(CLASS_NAMES)},
     }
-    (DIT / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
 def main() -> None:
@@ -140,6 +144,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (2× faster on CPUs with native bf16)")
     ap.add_argument("--export-only", action="store_true", help="export the EMA of the last checkpoint and stop")
+    ap.add_argument("--init-from", type=Path, help="warm start from an exported DiT folder (fresh optimiser)")
+    ap.add_argument("--run-dir", type=Path, default=CKPT, help="checkpoint folder (resumed when present)")
+    ap.add_argument("--out", type=Path, default=DIT, help="export folder")
     args = ap.parse_args()
     setup(args.seed, args.threads)
 
@@ -149,7 +156,17 @@ def main() -> None:
     ema = EMA(model, args.ema)
     gen = torch.Generator().manual_seed(args.seed)
     step, trained_seconds = 0, 0.0
-    if (ck := load_checkpoint(CKPT)) is not None:
+    before = {"steps": 0, "seconds": 0.0}
+    if args.init_from is not None:
+        warm = DiTTransformer2DModel.from_pretrained(args.init_from, subfolder="transformer",
+                                                     torch_dtype=torch.float32)
+        model.load_state_dict(warm.state_dict())
+        ema = EMA(model, args.ema)
+        info = json.loads((args.init_from / "train.json").read_text())
+        before = {"steps": info["steps"] + info.get("warm_start", {}).get("steps", 0),
+                  "seconds": info["seconds"] + info.get("warm_start", {}).get("seconds", 0.0)}
+        print(f"warm start from {args.init_from.name}/ ({before['steps']} steps trained before)")
+    if (ck := load_checkpoint(args.run_dir)) is not None:
         groups, meta = ck
         model.load_state_dict(groups["model"])
         ema.shadow = {k: v.float() for k, v in groups["ema"].items()}
@@ -158,7 +175,7 @@ def main() -> None:
         step, trained_seconds = meta["step"], meta["seconds"]
         print(f"resumed at step {step} ({trained_seconds / 60:.1f} min trained)")
     if args.export_only:
-        export(model, ema, step, trained_seconds, n_params, args)
+        export(model, ema, step, trained_seconds, n_params, args, before)
         return
     print(f"DiT parameters: {n_params:,}")
 
@@ -177,11 +194,11 @@ def main() -> None:
 
     def save() -> None:
         save_checkpoint(
-            CKPT,
+            args.run_dir,
             {"model": model.state_dict(), "ema": ema.shadow, "opt": optimizer_state_tensors(opt),
              "rng": {"gen": gen.get_state()}},
             {"step": step, "seconds": trained_seconds, "params": n_params, "batch": args.batch,
-             "p_uncond": P_UNCOND},
+             "p_uncond": P_UNCOND, "warm_start": before},
         )
 
     bar = tqdm(total=args.steps, initial=step, desc="dit")
@@ -216,20 +233,22 @@ def main() -> None:
             t_last = time.time()
     bar.close()
     save()
-    export(model, ema, step, trained_seconds, n_params, args)
+    export(model, ema, step, trained_seconds, n_params, args, before)
 
 
 def export(model: DiTTransformer2DModel, ema: EMA, step: int, seconds: float, n_params: int,
-           args: argparse.Namespace) -> None:
+           args: argparse.Namespace, before: dict) -> None:
     ema.copy_to(model)
     # float16 on disk (6.6 MB, under the Space's 8 MiB per-file budget without LFS); loaders upcast.
-    model.to(torch.float16).save_pretrained(DIT / "transformer")
+    model.to(torch.float16).save_pretrained(args.out / "transformer")
     model.to(torch.float32)
-    write_pipeline_files()
+    write_pipeline_files(args.out)
     info = {"steps": step, "seconds": round(seconds, 1), "params": n_params, "batch": args.batch, "ema": args.ema,
             "lr": args.lr, "p_uncond": P_UNCOND, "prediction_type": SCHEDULER_CONFIG["prediction_type"],
             "bf16_autocast": args.bf16, "adaln_zero_init": True, "label_dropout": "once per sample"}
-    (DIT / "train.json").write_text(json.dumps(info, indent=1))
+    if before["steps"]:
+        info["warm_start"] = before  # steps and seconds of the run(s) this one continued
+    (args.out / "train.json").write_text(json.dumps(info, indent=1))
     print(f"exported EMA DiT after {step} steps, {seconds / 60:.1f} min")
 
 

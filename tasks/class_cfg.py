@@ -54,10 +54,13 @@ def class_names(profile: Profile) -> tuple[str, ...] | None:
     return display_names()
 
 
-def image_size(profile: Profile) -> int:
+def image_size(profile: Profile) -> int | None:
+    """The side of the DiT's images read from its configs; 256 for a hub id (DiT-XL-2-256); None for a local folder
+    that cannot be read (loading it then says which role is missing and how to supply it)."""
     config = _local_config(profile)
     if config is None:
-        return 256
+        source = profile.source(ROLE)
+        return None if source is None or Path(source).is_absolute() else 256
     source = Path(profile.source(ROLE))
     factor = 1
     if (source / "vae" / "config.json").exists():
@@ -95,7 +98,7 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
     else:
         target = class_id_in(params.class_name, None, names)
     size = image_size(profile)
-    if size * size > profile.limits.max_pixels:
+    if size is not None and size * size > profile.limits.max_pixels:
         raise ValueError(f"this DiT makes {size}×{size} images; this server allows {profile.limits.max_pixels} "
                          "pixels per image")
     check_clip_mode(params.clip_sample, "ddim" if params.scheduler == OWN else params.scheduler)

@@ -35,11 +35,24 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
     """The class (by the DiT's names, which must be the classifier's) and the pixel cap, as ``/class_cfg`` does."""
     resolved = dict(dit_task.resolve(params.replace(scheduler="ddim", clip_sample="off"), profile))
     if not uses_world_classes(profile):
-        size = int(role_spec(profile, "adm_diffusion", ADM_CHOICE).flags["image_size"])
+        flags = role_spec(profile, "adm_diffusion", ADM_CHOICE).flags
+        size = int(flags["image_size"])
         if size * size > profile.limits.max_pixels:
             raise ValueError(f"the ADM model of the comparison makes {size}×{size} images; this server allows "
                              f"{profile.limits.max_pixels} pixels per image")
+        check_adm_ddim_steps(params.steps, int(flags.get("diffusion_steps", 1000)))
     return resolved
+
+
+def check_adm_ddim_steps(steps: int, diffusion_steps: int) -> None:
+    """ADM's DDIM respacing keeps ``range(0, T, k)``: only counts that some stride k gives exactly are possible."""
+    def possible(n: int) -> bool:
+        return any(len(range(0, diffusion_steps, k)) == n for k in range(1, diffusion_steps))
+
+    if not possible(steps):
+        near = sorted((n for n in range(1, MAX_STEPS + 1) if possible(n)), key=lambda n: abs(n - steps))[:2]
+        raise ValueError(f"ADM's DDIM respacing cannot take exactly {steps} evenly strided steps from its "
+                         f"{diffusion_steps}; try steps = {' or '.join(str(n) for n in sorted(near))}")
 
 
 def cost(params: Params) -> float:

@@ -160,3 +160,12 @@ def test_side_by_side_counts_what_each_method_costs(toy):
     assert costs["CFG"]["backward_passes_per_step"] == 0 and costs["CFG"]["model_rows_per_step"] == 2
     assert metadata["yardstick"] == "x_t"
     assert all(len(v) == 1 for v in metadata["final_log_p"].values())
+
+
+def test_imagenet_side_by_side_refuses_step_counts_adm_ddim_cannot_take():
+    """ADM's "ddimN" keeps range(0, 1000, k): 1 or 99 steps exist for the DiT but not for ADM."""
+    endpoint = CG_VS_CFG.spec.bind(load_profile("full"))
+    for steps, hint in ((1, "try steps = 2 or 3"), (99, "try steps = 91 or 100")):
+        with pytest.raises(ValueError, match=hint):
+            endpoint.parse(dict(class_name="volcano", steps=steps))
+    assert endpoint.parse(dict(class_name="volcano", steps=25)).steps == 25

@@ -78,9 +78,9 @@ def test_readme_front_matter_lists_what_the_replica_holds(hub_replica):
 def test_the_dit_repo_is_bin_only_at_its_pinned_commit(hub_replica):
     from models.hub_replica import DIT_REVISION
 
-    repo = hub_replica["hf_home"] / "hub" / "models--facebook--DiT-XL-2-256"
-    assert (repo / "snapshots" / DIT_REVISION / "model_index.json").is_file()
-    files = {str(p.relative_to(repo / "snapshots" / DIT_REVISION)) for p in repo.rglob("*") if p.is_file()}
+    snapshot = hub_replica["hf_home"] / "hub" / "models--facebook--DiT-XL-2-256" / "snapshots" / DIT_REVISION
+    assert (snapshot / "model_index.json").is_file()
+    files = {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
     assert {"transformer/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"} <= files
     assert not any(f.endswith(".safetensors") for f in files)
 
