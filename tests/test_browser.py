@@ -38,6 +38,14 @@ def app_url(everything_profile):
         yield client.app_url
 
 
+@pytest.fixture(scope="module")
+def toy_app(tmp_path_factory):
+    """The toy profile as users run it, its example cache in a fresh folder (so the first click must write it)."""
+    cache = tmp_path_factory.mktemp("examples")
+    with live_app("toy", env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as client:
+        yield client.app_url, cache
+
+
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--no-first-run"]
 
@@ -76,9 +84,9 @@ def test_every_tab_generates_in_a_real_browser(app_url):
             wait_for_result(page, name, result, f"{button.removeprefix('#')}.png")
 
 
-def test_toy_examples_are_cached_on_first_click(tmp_path):
-    cache = tmp_path / "examples"
-    with live_app("toy", env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as client, browser_page(client.app_url) as page:
+def test_toy_examples_are_cached_on_first_click(toy_app):
+    url, cache = toy_app
+    with browser_page(url) as page:
         for tab, example, result in (("Text to image", "a red circle", "#t2i-gallery img"),
                                      ("ControlNet", "a magenta square", "#cn-gallery img"),
                                      ("Classifier guidance vs CFG", "cyan cross", "#cg-gallery img"),
@@ -93,9 +101,9 @@ def test_toy_examples_are_cached_on_first_click(tmp_path):
     assert all(any(p.parts[0] == f and p.suffix == ".png" for p in cached) for f in folders), cached
 
 
-def test_text_to_image_shows_x0_previews_before_the_result(tmp_path):
+def test_text_to_image_shows_x0_previews_before_the_result(toy_app):
     """The gallery first shows "x̂0 at step …" previews (replacing each other in place), then the images."""
-    with live_app("toy") as client, browser_page(client.app_url) as page:
+    with browser_page(toy_app[0]) as page:
         steps = page.locator("#t2i-steps input[type='number']")
         steps.fill("100")
         steps.press("Enter")
