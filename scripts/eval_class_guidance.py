@@ -1,6 +1,6 @@
 """Classifier guidance vs CFG on the toy world's 24 classes: judge accuracy, diversity and cost per step.
 
-    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m scripts.eval_class_guidance --threads 1    # ~10 min
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m scripts.eval_class_guidance --threads 1    # ~6 min
 
 Both methods sample through the app's pipelines from the same seeds (DDIM 25, η = 0): classifier guidance is the toy
 UNet's empty-prompt branch steered by the noise-aware world classifier (``pipelines.classifier_guidance``), CFG the
