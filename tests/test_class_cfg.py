@@ -169,3 +169,12 @@ def test_imagenet_side_by_side_refuses_step_counts_adm_ddim_cannot_take():
         with pytest.raises(ValueError, match=hint):
             endpoint.parse(dict(class_name="volcano", steps=steps))
     assert endpoint.parse(dict(class_name="volcano", steps=25)).steps == 25
+
+
+def test_a_missing_dit_folder_names_the_role_not_a_pixel_limit(tmp_path):
+    """A local folder that is not there must not be mistaken for the 256² hub DiT (CI once saw exactly that)."""
+    toml = tmp_path / "missing.toml"
+    toml.write_text(f'dit = "{tmp_path / "no_dit_here"}"\n[limits]\nmax_pixels = 16384\n')
+    with pytest.raises(ValueError, match="The 'dit' model could not be loaded") as err:
+        CLASS_CFG(load_profile(str(toml)), class_id=0, steps=2)
+    assert "pixels per image" not in str(err.value)
