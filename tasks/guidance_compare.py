@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from models.adm_loading import load_adm_pair, role_spec
+from models.adm_schedule import space_timesteps
 from models.dit_loading import ROLE as DIT_ROLE
 from models.dit_loading import load_dit
 from models.profiles import Profile
@@ -47,7 +48,11 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
 def check_adm_ddim_steps(steps: int, diffusion_steps: int) -> None:
     """ADM's DDIM respacing keeps ``range(0, T, k)``: only counts that some stride k gives exactly are possible."""
     def possible(n: int) -> bool:
-        return any(len(range(0, diffusion_steps, k)) == n for k in range(1, diffusion_steps))
+        try:
+            space_timesteps(diffusion_steps, f"ddim{n}")
+        except ValueError:
+            return False
+        return True
 
     if not possible(steps):
         near = sorted((n for n in range(1, MAX_STEPS + 1) if possible(n)), key=lambda n: abs(n - steps))[:2]
