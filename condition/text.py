@@ -33,7 +33,8 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: torch.de
             if not torch.equal(ids[: kept.shape[-1]], kept):
                 truncated[i] = tokenizer.decode(ids[max_length - 1 : -1], skip_special_tokens=True).strip()
     mask = None
-    if getattr(text_encoder.config, "use_attention_mask", False):
+    # T5 masks its padding inside the encoder (PixArt, SD3 and Imagen encode so); SD's CLIP never does.
+    if getattr(text_encoder.config, "use_attention_mask", False) or text_encoder.config.model_type == "t5":
         mask = inputs.attention_mask.to(device)
     states = text_encoder(inputs.input_ids.to(device), attention_mask=mask)[0]
     return EncodedPrompt(states.to(dtype=text_encoder.dtype, device=device), truncated, inputs.input_ids)

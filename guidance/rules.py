@@ -21,17 +21,18 @@ from guidance.methods import perp_cfg as perp_cfg_method
 from guidance.methods.base import GuideStep, Method, RuleParam
 from guidance.methods.cfg import cfg
 from guidance.methods.modifiers import (
+    DYNAMIC_THRESHOLD,
+    INTERVAL,
     INTERVAL_END,
     INTERVAL_START,
-    PAG_LAYERS,
-    PAG_SCALE,
-    THRESHOLD,
+    PAG,
     interval_active,
     pag_term,
 )
 from guidance.methods.perp_cfg import BASES, guidance_norms, perp_cfg, split_guidance
 from guidance.methods.rescale import FORMULA as RESCALE_FORMULA
-from guidance.methods.rescale import RESCALE, rescale
+from guidance.methods.rescale import MODIFIER as RESCALE_MODIFIER
+from guidance.methods.rescale import rescale
 from guidance.parameterization import eps_to_x0, x0_to_eps
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -41,8 +42,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 RULE_NAMES = tuple(METHODS)
 SPACES = ("eps", "x0")
 SCALE = RuleParam("scale", 7.5, "scale w", low=0.0, high=30.0, step=0.5)
-# Parameters every method takes (after scale and the methods' own): when guidance acts, PAG, rescale, thresholding.
-MODIFIERS = (RESCALE, INTERVAL_START, INTERVAL_END, PAG_SCALE, PAG_LAYERS, THRESHOLD)
+# What acts on top of every method (after scale and the methods' own parameters): rescale, when guidance acts, PAG,
+# thresholding. Their parameters, in this order, follow the methods' in every endpoint.
+MODIFIER_REGISTRY = {m.name: m for m in (RESCALE_MODIFIER, INTERVAL, PAG, DYNAMIC_THRESHOLD)}
+MODIFIERS = tuple(p for m in MODIFIER_REGISTRY.values() for p in m.params)
 
 
 def _all_params() -> dict[str, RuleParam]:

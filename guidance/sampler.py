@@ -99,9 +99,13 @@ class SampleResult:
     trace: list[dict[str, np.ndarray | int | float]] = field(default_factory=list)
 
     def series(self, key: str) -> np.ndarray:
-        """A diagnostic over steps, shape ``[steps, B]`` (NaN where not recorded)."""
-        rows = [row[key] for row in self.trace]
-        return np.stack([np.asarray(r, dtype=np.float64) for r in rows]) if rows else np.zeros((0, 0))
+        """A diagnostic over steps, shape ``[steps, B]``, NaN at steps that did not record it (Δ outside the
+        guidance interval, where u is not evaluated)."""
+        recorded = [np.asarray(row[key], dtype=np.float64) for row in self.trace if key in row]
+        if not recorded:
+            return np.zeros((len(self.trace), 0))
+        missing = np.full_like(recorded[0], np.nan)
+        return np.stack([np.asarray(row[key], dtype=np.float64) if key in row else missing for row in self.trace])
 
 
 def initial_noise(

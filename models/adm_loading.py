@@ -205,9 +205,10 @@ def checkpoint_path(spec: ADMSpec) -> Path:
     """A local file for ``spec.source``, downloading (once, into :func:`cache_dir`) when needed and allowed."""
     source = spec.source
     if source.startswith(("http://", "https://")):
-        advice = (f" (or set CONDLAB_ADM_CACHE to the folder holding it), or point the profile at a local copy: "
-                  f"{spec.role} = {{ source = \"/path/to/{spec.file_name}\" }}")
-        return download_once(source, cache_dir() / spec.file_name, f"The '{spec.role}' checkpoint", advice)
+        advice = (f", or point the profile at a local copy: {spec.role} = {{ source = \"/path/to/{spec.file_name}\" "
+                  "}")
+        return download_once(source, cache_dir() / spec.file_name, f"The '{spec.role}' checkpoint",
+                             "CONDLAB_ADM_CACHE (default ~/.cache/condlab/adm)", advice)
     if _is_hub_file(source):
         repo_id, filename = "/".join(source.split("/")[:2]), "/".join(source.split("/")[2:])
         try:

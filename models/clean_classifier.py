@@ -41,13 +41,23 @@ def resnet50_checkpoint() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
+def clean_classifier_missing() -> str:
+    """Why ``load_clean_classifier`` would fail without loading anything ("" when it can load): for validation."""
+    from models.download import offline
+
+    if resnet50_checkpoint().is_file() or not offline():
+        return ""
+    return (f"compare_clean's ResNet-50 weights ({resnet50_checkpoint().name}) are not available offline: download "
+            "them into TORCH_HOME/hub/checkpoints, or set compare_clean to false")
+
+
 def load_clean_classifier(runtime: Runtime | None = None) -> nn.Module:
     """torchvision's ImageNet ResNet-50 (V2 weights), from its cache or downloaded when online."""
     from torchvision.models import ResNet50_Weights, resnet50
 
     runtime = runtime or pick_runtime()
     path = download_once(ResNet50_Weights.IMAGENET1K_V2.url, resnet50_checkpoint(),
-                         "compare_clean's ResNet-50 weights (torchvision)", " (TORCH_HOME moves that folder)")
+                         "compare_clean's ResNet-50 weights (torchvision)", "TORCH_HOME/hub/checkpoints")
     net = resnet50()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.to(runtime.device).eval().requires_grad_(False)

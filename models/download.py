@@ -16,17 +16,19 @@ def offline() -> bool:
     return hub or bool(os.environ.get("CONDLAB_OFFLINE"))
 
 
-def download_once(url: str, target: Path, what: str, advice: str) -> Path:
-    """``target`` if present, else ``url`` downloaded to it; offline or failing, ``ModelUnavailable`` + ``advice``."""
+def download_once(url: str, target: Path, what: str, folder: str, advice: str = "") -> Path:
+    """``target`` if present, else ``url`` downloaded to it; offline or failing, ``ModelUnavailable`` saying to put
+    the file in ``folder`` (named by its setting, e.g. "TORCH_HOME/hub/checkpoints": the server's own paths stay in
+    the server) + ``advice``."""
     if target.is_file():
         return target
     if offline():
-        raise ModelUnavailable(f"{what} ({target.name}) is not available offline. Download {url} and put it at "
-                               f"{target}{advice}.")
+        raise ModelUnavailable(f"{what} ({target.name}) is not available offline. Download {url} into {folder}"
+                               f"{advice}.")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(url, str(target), progress=False)
     except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
         raise ModelUnavailable(f"Could not download {what} from {url} ({type(e).__name__}: {str(e)[:160]}). Put "
-                               f"{target.name} at {target}{advice}.") from e
+                               f"{target.name} into {folder}{advice}.") from e
     return target

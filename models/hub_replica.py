@@ -65,9 +65,6 @@ class HubRepo:
     revision: str
     source: str  # where its layout was read
     fp16_variant: bool = False  # the repo ships *.fp16.safetensors next to the full weights
-    # In the Space's preload_from_hub (fetched at build time; a Space takes at most 10). The others are fetched
-    # by the app's own startup preload (models/preload.py).
-    preload: bool = True
 
     def space_files(self, folder: Path) -> list[str]:
         """The files a Space running in fp16 reads: configs, tokenizer and processor files, and the fp16 weights
@@ -95,8 +92,7 @@ REPOS: dict[str, HubRepo] = {
     CLIP: HubRepo(CLIP, "main", "transformers' CLIPModel docs: config.json, model.safetensors, tokenizer and "
                   "preprocessor files at the root"),
     TAESD: HubRepo(TAESD, "main", "diffusers' AutoencoderTiny docs load it by this id: config.json and "
-                   # 10 MB: the cheapest repo to leave to the app's startup preload
-                   "diffusion_pytorch_model.safetensors at the root", preload=False),
+                   "diffusion_pytorch_model.safetensors at the root"),
     DIT: HubRepo(DIT, DIT_REVISION, "huggingface.co/facebook/DiT-XL-2-256 file browser at eab87f7: model_index.json "
                  "(36 kB: id2label), scheduler/scheduler_config.json, transformer/ and vae/ with config.json and "
                  "diffusion_pytorch_model.bin only (safetensors exist only in the unmerged refs/pr/1)"),
@@ -230,13 +226,13 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
 
 def front_matter(hf_home: Path | None = None) -> str:
     """The README front matter's ``models`` and ``preload_from_hub`` entries (``repo files revision``), read off a
-    replica (``hf_home``, or one built for the purpose): the files a Space running in fp16 reads, for the repos
-    marked ``preload`` (a Space preloads at most 10)."""
+    replica (``hf_home``, or one built for the purpose): the files a Space running in fp16 reads, for every repo
+    (the Space's build fetches them all, so no startup waits for a download)."""
     if hf_home is None:
         with tempfile.TemporaryDirectory() as tmp:
             return front_matter(build_hub_replica(Path(tmp), adm=False)["hf_home"])
     lines = ["models:", *(f"  - {repo_id}" for repo_id in REPOS), "preload_from_hub:"]
-    for repo in (r for r in REPOS.values() if r.preload):
+    for repo in REPOS.values():
         snapshots = hf_home / "hub" / ("models--" + repo.repo_id.replace("/", "--")) / "snapshots"
         files = ",".join(repo.space_files(next(snapshots.iterdir())))
         revision = f" {repo.revision}" if repo.revision != "main" else ""

@@ -51,6 +51,9 @@ LOADERS: dict[str, Loader] = {
     "classifier_clean": lambda p, r: load_labelled_classifier(p.source("classifier_clean"), "classifier_clean", r),
 }
 TOGETHER = {"adm_classifier": "adm_diffusion"}
+# Roles that only add to an answer: when one fails, the page says what stands in and every tab still answers.
+AIDS = {PREVIEW_ROLE: "previews and saturation diagnostics use a fitted linear latent→RGB map instead",
+        "clip": "the CLIP cosine read-outs are skipped (cross-modal mode needs it)"}
 
 
 @dataclass
@@ -95,5 +98,6 @@ def status_markdown(statuses: list[RoleStatus]) -> str:
     text = f"Loaded at startup: {', '.join(f'`{s.role}` ({s.seconds:.0f} s)' for s in loaded) or 'nothing'}."
     failed = [s for s in statuses if not s.ok]
     if failed:
-        text += " Not available: " + "; ".join(f"`{s.role}`: {s.message}" for s in failed)
+        text += " Not available: " + "; ".join(
+            f"`{s.role}`: {s.message}" + (f" — {AIDS[s.role]}" if s.role in AIDS else "") for s in failed)
     return text

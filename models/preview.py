@@ -40,6 +40,7 @@ class PreviewDecoder:
 
     kind: str
     decode: Callable[[Tensor], Tensor]
+    fallback: str = ""  # why the linear map stands in for the profile's preview_vae ("" when it was not asked to)
 
     def __call__(self, x0: Tensor) -> Tensor:
         with torch.no_grad():
@@ -47,8 +48,9 @@ class PreviewDecoder:
 
     @property
     def caption(self) -> str:
-        return {"pixels": "x̂0 itself (pixel space)", "taesd": "x̂0 decoded by TAESD (preview_vae)",
+        text = {"pixels": "x̂0 itself (pixel space)", "taesd": "x̂0 decoded by TAESD (preview_vae)",
                 "linear": "x̂0 latents through a fitted linear latent→RGB map"}[self.kind]
+        return f"{text}; the profile's preview_vae could not be loaded" if self.fallback else text
 
 
 def to_pil_images(rgb: Tensor) -> list[Image.Image]:
@@ -96,13 +98,22 @@ def fit_linear_preview(vae: AutoencoderKL, photos: list[Path] | None = None) -> 
 
 
 def preview_decoder(profile: Profile | None, sd: SDComponents, runtime: Runtime) -> PreviewDecoder:
-    """How this model's x̂0 is shown: pixels as they are, latents through TAESD or the fitted linear map."""
+    """How this model's x̂0 is shown: pixels as they are, latents through TAESD or the fitted linear map.
+
+    A preview is an aid: when the profile's ``preview_vae`` cannot be loaded, the linear map stands in and the
+    decoder's ``fallback`` says why; the run itself never fails for it.
+    """
     if sd.vae is None:
         return PreviewDecoder("pixels", lambda x0: x0)
+    fallback = ""
     if profile is not None and profile.has(PREVIEW_ROLE):
-        taesd = load_preview_vae(profile.source(PREVIEW_ROLE), runtime)
-        return PreviewDecoder("taesd", lambda x0: taesd.decode(x0.to(taesd.dtype), return_dict=False)[0])
+        try:
+            taesd = load_preview_vae(profile.source(PREVIEW_ROLE), runtime)
+        except ValueError as error:  # ModelUnavailable: missing files, no network, a broken download
+            fallback = str(error)
+        else:
+            return PreviewDecoder("taesd", lambda x0: taesd.decode(x0.to(taesd.dtype), return_dict=False)[0])
     weight, bias = cached(("linear_preview", sd.source, runtime), lambda: fit_linear_preview(sd.vae))
     weight, bias = weight.to(sd.device), bias.to(sd.device)
     return PreviewDecoder("linear", lambda x0: torch.einsum("oc,bchw->bohw", weight, x0.float())
-                          + bias.view(1, 3, 1, 1))
+                          + bias.view(1, 3, 1, 1), fallback)

@@ -1,4 +1,4 @@
-"""Guidance sweep: scales × {CFG, Perp-CFG} at one seed, every cell one row of ONE batched trajectory set.
+"""Guidance sweep: methods × scales at one seed, every cell one row of a batched trajectory set.
 
 The cells share the noise (one generator per row, all seeded alike, so each row draws exactly
 what a single run with that seed draws) and run through the one sampler loop together: the
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -90,6 +91,11 @@ class PerRowRule:
         if len({r.branches_at(0, 1) for r in rules}) > 1 or not all(r.needs_uncond for r in rules):
             raise ValueError("rows of one batched sweep must evaluate the same model branches")
 
+    @property
+    def name(self) -> str:
+        """The rules of the rows, as one name for messages ("cfg+cfg++")."""
+        return "+".join(dict.fromkeys(self.names))
+
     def rule(self, name: str, scale: float) -> GuidanceRule:
         return GuidanceRule(name, scale, space=self.space, **dict(self.options))
 
@@ -132,6 +138,8 @@ class PerRowRule:
         state: dict | None = None,
         eps_perturbed: Tensor | None = None,
     ) -> Tensor:
+        if step is not None and not self._first.active_at(step.index, step.num_steps):
+            return eps_cond  # outside the guidance interval every row takes the conditional prediction alone
         if eps_uncond is None:
             raise ValueError("the sweep needs the unconditional prediction")
         if eps_cond.shape[0] != len(self.names):
@@ -190,7 +198,18 @@ def guidance_sweep(
         groups.setdefault(METHODS[rule_name].uncond_branch, []).append(k)
     images: Tensor | None = None
     results, truncated = [], []
-    for rows in groups.values():
+    canvas: dict[str, Tensor] = {}  # every cell's latest preview, so a callback always sees the whole grid
+
+    def whole_sweep(state: StepState, rows: list[int], run: int) -> None:
+        # Runs follow one another: progress counts all of them, and cells of runs not started yet show black.
+        if state.rgb is not None:
+            grid = canvas.setdefault("rgb", torch.full((len(cells), *state.rgb.shape[1:]), -1.0,
+                                                       dtype=state.rgb.dtype, device=state.rgb.device))
+            grid[rows] = state.rgb
+        callback(replace(state, step_index=run * state.num_steps + state.step_index,
+                         num_steps=state.num_steps * len(groups), rgb=canvas.get("rgb")))
+
+    for run, rows in enumerate(groups.values()):
         n = len(rows)
         cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
         rule = PerRowRule(tuple(cells[k][0] for k in rows), tuple(cells[k][1] for k in rows),
@@ -199,7 +218,9 @@ def guidance_sweep(
         generators = [cpu_generator(seed) for _ in range(n)]
         run_images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule,
                                       latent_shape(sd, width, height, n), steps=steps, scheduler=scheduler,
-                                      generator=generators, callback=callback, diagnostics=diagnostics,
+                                      generator=generators,
+                                      callback=partial(whole_sweep, rows=rows, run=run) if callback else None,
+                                      diagnostics=diagnostics,
                                       preview=preview, weak=weak)
         if images is None:
             images = torch.empty((len(cells), *run_images.shape[1:]), dtype=run_images.dtype)

@@ -6,6 +6,12 @@ Needs ``assets/toy/sd/{text_encoder,tokenizer,image_encoder}`` (from scripts/tra
 Writes ``assets/toy/sd/{unet,scheduler}`` and ``model_index.json``; checkpoints go to
 ``.toy_runs/unet`` and a rerun resumes from them.
 
+``--text-encoder t5`` trains the same UNet, on the same data, steps and schedule, conditioned on the order-aware toy
+T5 encoder (``scripts/train_toy_t5.py``) instead of the tiny CLIP; written to ``assets/toy/sd_t5/{unet,scheduler}``
+(checkpoints in ``.toy_runs/unet_t5``), so the two models differ only in their text encoder::
+
+    nice -n 10 .venv/bin/python -m scripts.train_toy_unet --text-encoder t5 --bf16 --steps 12103 --minutes 600
+
 ``--autoguide`` trains the deliberately weaker UNet autoguidance guides with (Karras et al. 2024: the same
 model family, conditioning and parameterisation, less capacity and less training): half the channels, a short
 schedule, written to ``assets/toy/autoguide/unet`` (checkpoints in ``.toy_runs/unet_autoguide``)::
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +45,15 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+from transformers import (
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 from condition.shapes_world import IMAGE_SIZE
 from scripts.toy_common import (
@@ -57,6 +72,7 @@ from scripts.toy_common import (
 from scripts.train_toy_clip import normalise
 
 SD = ASSETS / "sd"
+SD_T5 = ASSETS / "sd_t5"
 # The unconditional model doubles as the classifier-guidance base model and the CFG
 # reference, and it must cover the whole world; 0.2 (twice SD's 0.1) gives it enough
 # data at this tiny step budget while leaving 80 % of rows conditional.
@@ -100,16 +116,31 @@ def unet_config(cross_dim: int, channels: tuple[int, ...] = (32, 64, 96)) -> dic
     )
 
 
-def save_scheduler() -> DDIMScheduler:
+def save_scheduler(folder: Path = SD) -> DDIMScheduler:
     sched = DDIMScheduler(**SCHEDULER_CONFIG)
-    sched.save_pretrained(SD / "scheduler")
+    sched.save_pretrained(folder / "scheduler")
     return sched
 
 
-def write_model_index() -> None:
-    """SD-1.x layout without a vae (pixel space) plus the image-variations parts."""
+def write_model_index(folder: Path = SD) -> None:
+    """SD-1.x layout without a vae (pixel space) plus the image-variations parts (the T5 model: text parts only)."""
     import diffusers
 
+    if folder == SD_T5:
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "text_encoder": ["transformers", "T5EncoderModel"],
+            "tokenizer": ["transformers", "T5Tokenizer"],
+            "vae": [None, None],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        return
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -123,13 +154,18 @@ def write_model_index() -> None:
         "safety_checker": [None, None],
         "requires_safety_checker": False,
     }
-    (SD / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
 @torch.no_grad()
-def encode_text(captions: list[str], tok: CLIPTokenizer, text: CLIPTextModel) -> torch.Tensor:
+def encode_text(captions: list[str], tok: PreTrainedTokenizerBase, text: PreTrainedModel) -> torch.Tensor:
+    """Per-token states padded to the tokenizer's window, as the app's ``condition.text.encode_prompts`` gives them:
+    CLIP without an attention mask (SD's convention), T5 with one (its padding is masked inside the encoder)."""
     ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-    out = [text(input_ids=ids.input_ids[i : i + 512]).last_hidden_state for i in range(0, len(captions), 512)]
+    masked = isinstance(text, T5EncoderModel)
+    out = [text(input_ids=ids.input_ids[i : i + 512],
+                attention_mask=ids.attention_mask[i : i + 512] if masked else None).last_hidden_state
+           for i in range(0, len(captions), 512)]
     return torch.cat(out)
 
 
@@ -152,23 +188,33 @@ def main() -> None:
     # emulated it is ~20× slower. Weights, optimizer and EMA stay float32.
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--autoguide", action="store_true", help="train the weaker UNet autoguidance uses")
+    ap.add_argument("--text-encoder", choices=("clip", "t5"), default="clip",
+                    help="t5: condition on the order-aware toy T5 (assets/toy/sd_t5), everything else unchanged")
     args = ap.parse_args()
     setup(args.seed, args.threads)
+    t5 = args.text_encoder == "t5"
+    if t5 and args.autoguide:
+        ap.error("--autoguide trains the CLIP model's weaker twin; it does not combine with --text-encoder t5")
 
-    tok = CLIPTokenizer.from_pretrained(SD / "tokenizer")
-    text = CLIPTextModel.from_pretrained(SD / "text_encoder").eval()
+    if t5:
+        tok = T5Tokenizer.from_pretrained(SD_T5 / "tokenizer")
+        text = T5EncoderModel.from_pretrained(SD_T5 / "text_encoder").eval()
+    else:
+        tok = CLIPTokenizer.from_pretrained(SD / "tokenizer")
+        text = CLIPTextModel.from_pretrained(SD / "text_encoder").eval()
     vision = CLIPVisionModelWithProjection.from_pretrained(SD / "image_encoder").eval()
     pool = data_pool(60000, seed=2000 + args.seed, p_two=0.3, p_plain=0.5)
     captions = [str(c) for c in pool["captions"]]
     uniq = sorted(set(captions))
     index = {c: i for i, c in enumerate(uniq)}
     cap_ids = torch.tensor([index[c] for c in captions])
-    cache = RUNS / f"unet_cond_{args.seed}.safetensors"
+    cache = RUNS / f"unet_cond{'_t5' if t5 else ''}_{args.seed}.safetensors"
     if cache.exists():
         enc = load_file(str(cache))
     else:
         # The frozen CLIP's outputs are fixed, so they are computed once and cached for resumed runs.
-        print(f"encoding {len(uniq)} captions and {len(captions)} images with the frozen tiny CLIP")
+        print(f"encoding {len(uniq)} captions with the frozen {args.text_encoder} and {len(captions)} images with the "
+              "frozen tiny CLIP")
         enc = {
             "text_states": encode_text(uniq, tok, text),  # [U, L, D]
             "null_text": encode_text([""], tok, text)[0],
@@ -189,7 +235,7 @@ def main() -> None:
     ema = EMA(unet, args.ema)
     gen = torch.Generator().manual_seed(args.seed)
     step, trained_seconds = 0, 0.0
-    ckpt_dir = RUNS / ("unet_autoguide" if args.autoguide else "unet")
+    ckpt_dir = RUNS / ckpt_name(args)
     if (ck := load_checkpoint(ckpt_dir)) is not None:
         groups, meta = ck
         unet.load_state_dict(groups["model"])
@@ -261,17 +307,22 @@ def main() -> None:
     export(unet, ema, step, trained_seconds, n_params, args)
 
 
+def ckpt_name(args: argparse.Namespace) -> str:
+    return "unet_autoguide" if args.autoguide else "unet_t5" if args.text_encoder == "t5" else "unet"
+
+
 def export(
     unet: UNet2DConditionModel, ema: EMA, step: int, seconds: float, n_params: int, args: argparse.Namespace
 ) -> None:
     ema.copy_to(unet)
+    folder = AUTOGUIDE if args.autoguide else SD_T5 if args.text_encoder == "t5" else SD
     # Stored in float16 (4.7 MB instead of 9.4 MB; loaders upcast to the runtime's dtype): samples move by at
     # most ~1 level in 8 bits against the float32 weights, and every shipped file stays well under 8 MiB.
-    unet.to(torch.float16).save_pretrained((AUTOGUIDE if args.autoguide else SD) / "unet")
+    unet.to(torch.float16).save_pretrained(folder / "unet")
     unet.to(torch.float32)
     if not args.autoguide:
-        save_scheduler()
-        write_model_index()
+        save_scheduler(folder)
+        write_model_index(folder)
     info = {
         "steps": step,
         "seconds": seconds,
@@ -283,10 +334,11 @@ def export(
         "p_image": P_IMAGE,
         "prediction_type": SCHEDULER_CONFIG["prediction_type"],
         "bf16_autocast": args.bf16,
+        "text_encoder": args.text_encoder,
     }
-    (RUNS / ("unet_autoguide_train.json" if args.autoguide else "unet_train.json")).write_text(json.dumps(info))
-    if args.autoguide:
-        (AUTOGUIDE / "train.json").write_text(json.dumps(info, indent=1))
+    (RUNS / f"{ckpt_name(args)}_train.json").write_text(json.dumps(info))
+    if folder != SD:
+        (folder / "train.json").write_text(json.dumps(info, indent=1))
     print(f"exported EMA UNet after {step} steps, {seconds / 60:.1f} min")
 
 

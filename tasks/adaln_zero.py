@@ -88,7 +88,7 @@ def run_adaln_zero(params: Params, ctx: TaskContext) -> dict:
                                      steps=params.sgd_steps, lr=params.lr, seed=params.seed, on_step=on_step)
     with ctx.section("plot"):
         plot = plot_adaln_zero(report)
-    measured = {**report.as_dict(), "seed": params.seed, "reproduce": ctx.endpoint.snippet(params)}
+    measured = {**report.as_dict(), "seed": params.seed, "reproduce": ctx.snippet()}
     return dict(plot=ctx.stamp(plot), table=adaln_zero_summary(report), measured=measured)
 
 

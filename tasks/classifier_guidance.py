@@ -10,6 +10,7 @@ from PIL import Image
 
 from condition.labels import class_id_in, display_name, display_names, resolve_class
 from models.adm_loading import CHOICES, ModelChoice, load_adm_pair, role_spec
+from models.clean_classifier import clean_classifier_missing
 from models.loading import sd_native_size
 from models.profiles import Profile
 from models.toy_classifier import class_names_in
@@ -68,6 +69,8 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
     if size * size > limits.max_pixels:
         raise ValueError(f"the {params.model} model makes {size}×{size} images; this server allows "
                          f"{limits.max_pixels} pixels per image")
+    if params.compare_clean and not toy and (missing := clean_classifier_missing()):
+        raise ValueError(missing)  # before any model loads, like every other refusal
     label = names[target] if toy else display_name(target)
     return dict(class_name=label, class_id=target, steps=respacing, kept_steps=kept, image_size=size)
 

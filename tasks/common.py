@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE, rule_from
 from models.loading import AUTOGUIDE_ROLE, is_pixel_space, load_autoguide, sd_native_size
-from models.preview import PREVIEW_ROLE
+from models.preview import PREVIEW_ROLE, PreviewDecoder, preview_decoder
 from models.profiles import ROOT
 from pipelines.schedulers import SCHEDULERS
 from tasks import fields as F
@@ -16,9 +17,11 @@ from tasks.fields import Field
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
 
+    from models.loading import SDComponents
     from models.profiles import Profile
     from tasks.spec import Params
 
+T = TypeVar("T")
 TOY_EXAMPLES = ROOT / "assets" / "toy" / "examples"
 PHOTOS = ROOT / "assets" / "photos"
 
@@ -26,6 +29,36 @@ PHOTOS = ROOT / "assets" / "photos"
 def with_preview(profile: Profile, *roles: str) -> tuple[str, ...]:
     """The roles a run loads, plus the preview decoder's when the profile has one."""
     return (*roles, PREVIEW_ROLE) if profile.has(PREVIEW_ROLE) else roles
+
+
+_ANNOUNCED: set[tuple[str, str | None]] = set()  # aids whose failure this process has already told the user about
+
+
+def announce_once(ctx, role: str, text: str) -> None:
+    """A note about a missing aid, the first time a request meets it (every run's metadata says it anyway)."""
+    key = (role, ctx.profile.source(role))
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        ctx.note(text)
+
+
+def load_aid(ctx, role: str, load: Callable[[], T], without: str) -> T | None:
+    """An optional model that only adds to the answer (read-outs, previews): when it cannot be loaded the run goes
+    on ``without`` it, and the page says so once."""
+    try:
+        return load()
+    except ValueError as error:  # ModelUnavailable names the role, its source and how to supply it
+        announce_once(ctx, role, f"{without}: {error}"[:400])
+        return None
+
+
+def preview_for(ctx, sd: SDComponents) -> PreviewDecoder:
+    """The run's x̂0 preview decoder; when the profile's preview model cannot be loaded the linear map stands in
+    (an aid never blocks the answer) and the page says so once."""
+    decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+    if decoder.fallback:
+        announce_once(ctx, PREVIEW_ROLE, f"previews use a linear latent→RGB map: {decoder.fallback}"[:400])
+    return decoder
 
 
 def is_toy(profile: Profile) -> bool:

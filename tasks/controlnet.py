@@ -12,7 +12,6 @@ from guidance.rules import rule_from
 from models.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
 from models.controlnet_loading import CONTROL_ROLES, controlnet_for
 from models.loading import load_role_sd
-from models.preview import preview_decoder
 from models.profiles import Profile
 from pipelines.controlnet import MAX_CONDITIONING_SCALE, ControlSpec, controlnet_to_image, validate_control
 from pipelines.plots import plot_diagnostics
@@ -27,6 +26,7 @@ from tasks.common import (
     guidance_roles,
     is_toy,
     load_weak,
+    preview_for,
     prompt_fields,
     sampling_fields,
     sd_cost,
@@ -107,7 +107,7 @@ def generate(params: Params, ctx: TaskContext, controls: list[tuple[str, Any, fl
     roles = ("sd", *(CONTROL_ROLES[c] for c, *_ in controls), *guidance_roles(params, profile))
     with ctx.loading(*with_preview(profile, *roles)):
         sd = load_role_sd(profile, ctx.runtime, "sd")
-        decoder = preview_decoder(profile, sd, ctx.runtime)
+        decoder = preview_for(ctx, sd)
         weak = load_weak(params, ctx)
         specs = [ControlSpec(controlnet_for(profile, c, ctx.runtime), m, s, a, b) for c, m, s, a, b in controls]
     rule = rule_from(params)
@@ -235,7 +235,7 @@ def zero_conv_summary(r: dict) -> str:
 def run_zero_conv(params: Params, ctx: TaskContext) -> dict:
     with ctx.section("measure"):
         report = zero_conv_analysis(downsample=8, latent_size=params.latent_size, seed=params.seed).as_dict()
-    return dict(measured={**report, "reproduce": ctx.endpoint.snippet(params)}, table=zero_conv_summary(report))
+    return dict(measured={**report, "reproduce": ctx.snippet()}, table=zero_conv_summary(report))
 
 
 ZERO_CONV = Task(ZERO_CONV_SPEC, run_zero_conv)

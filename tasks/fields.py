@@ -41,7 +41,8 @@ class Field:
     ``low``/``high``/``choices``/``default``/``label`` may be callables of the profile. ``public``
     parameters go into metadata, PNG chunks and reproduce snippets (uploads do not). ``quick`` is a
     cheap valid value for smoke tests and benchmarks. ``prose`` marks free text that must take any
-    characters (prompts). ``invalid`` lists extra values a custom parser must refuse.
+    characters (prompts). ``invalid`` lists extra values a custom parser must refuse; ``variants`` the valid values
+    of a custom field that the combination suite tries with every other control (choices and flags need none).
     """
 
     name: str
@@ -62,15 +63,17 @@ class Field:
     parser: Parser | None = None
     to_input: Callable[[Any], Any] | None = None
     invalid: tuple[Any, ...] = ()
+    variants: Any = ()
     off: Any = None  # a value outside [low, high] that is also allowed and means "not used" (a threshold's 0)
     extra: dict = field(default_factory=dict)
 
     def bind(self, profile: Profile) -> Field:
         """The field with its profile-dependent attributes evaluated."""
-        names = ("default", "label", "info", "low", "high", "choices", "quick")
+        names = ("default", "label", "info", "low", "high", "choices", "quick", "variants")
         resolved = {k: getattr(self, k)(profile) for k in names if callable(getattr(self, k))}
-        if "choices" in resolved:
-            resolved["choices"] = tuple(resolved["choices"])
+        for name in ("choices", "variants"):
+            if name in resolved:
+                resolved[name] = tuple(resolved[name])
         return replace(self, **resolved) if resolved else self
 
     # ------------------------------------------------------------------ validation

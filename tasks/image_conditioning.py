@@ -9,7 +9,6 @@ from condition.images import sanitize_image
 from guidance.rules import rule_from
 from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
 from models.image_loading import load_ip_adapter as load_ipa
-from models.preview import preview_decoder
 from models.profiles import Profile
 from pipelines.image_conditioning import MAX_IMAGE_SCALE, MODES, clip_scores, cross_modal, ip_adapter, variations
 from pipelines.plots import plot_diagnostics
@@ -22,7 +21,9 @@ from tasks.common import (
     guidance_fields,
     guidance_roles,
     is_toy,
+    load_aid,
     load_weak,
+    preview_for,
     sampling_fields,
     sd_cost,
     toy_example,
@@ -99,15 +100,17 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
     roles = [r for r in (CLIP_ROLE, *MODE_ROLES[params.mode]) if profile.has(r)]
     with ctx.loading(*with_preview(profile, *roles, *guidance_roles(params, profile))):
         common["weak"] = load_weak(params, ctx)
-        if profile.has(CLIP_ROLE):
-            clip = load_clip(profile, ctx.runtime)
+        if profile.has(CLIP_ROLE) and params.mode == "cross-modal":
+            clip = load_clip(profile, ctx.runtime)  # the text side of the image: needed
+        elif profile.has(CLIP_ROLE):  # only the cosine read-outs
+            clip = load_aid(ctx, CLIP_ROLE, lambda: load_clip(profile, ctx.runtime), "no CLIP cosine read-outs")
         if params.mode == "ip-adapter":
             ipa = load_ipa(profile, ctx.runtime)
             model_id = f"{profile.display_source('sd')} + {profile.display_source(IP_ADAPTER_ROLE)}"
         else:
             vsd = load_image_variations(profile, ctx.runtime)
             model_id = profile.display_source(VARIATIONS_ROLE)
-        decoder = preview_decoder(profile, ipa.sd if params.mode == "ip-adapter" else vsd, ctx.runtime)
+        decoder = preview_for(ctx, ipa.sd if params.mode == "ip-adapter" else vsd)
     common["preview"] = decoder
     with ctx.section("sample"):
         if params.mode == "ip-adapter":
@@ -125,7 +128,8 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
             scores = clip_scores(clip, images, picture, params.prompt)
             scores["model"] = profile.display_source(CLIP_ROLE)
         else:
-            scores = {"note": f"the profile names no '{CLIP_ROLE}' model, so nothing was measured"}
+            missing = "could not be loaded" if profile.has(CLIP_ROLE) else "is not named in the profile"
+            scores = {"note": f"the '{CLIP_ROLE}' model {missing}, so nothing was measured"}
     gallery = [(ctx.stamp(img, model_id=model_id, index=i), f"{params.mode} · seed {params.seed} · #{i}")
                for i, img in enumerate(images)]
     return dict(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from guidance.rules import RULE_PARAMS, SCALE
+from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
 from models.gmm2d import default_mixture
 from pipelines.playground import GUIDANCE_MODES, MAX_SAMPLES, MAX_STEPS, SAMPLERS, plot_playground, run_playground
 from tasks import fields as F
 from tasks.common import guidance_fields
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
+
+
+def check_playground(params: Params, profile) -> None:
+    """The rule as a whole (a method's own scale range, the interval), and CFG++'s DDIM step: before sampling."""
+    if params.guidance not in METHODS:
+        return  # exact classifier guidance takes the scale alone
+    rule = rule_from(params)
+    if rule.needs_ddim and params.sampler != "ddim":
+        raise ValueError(f"{rule.name} rewrites the DDIM step: set sampler to ddim (got {params.sampler})")
+
 
 PLAYGROUND_SPEC = EndpointSpec(
     api_name="/playground",
@@ -26,6 +36,7 @@ PLAYGROUND_SPEC = EndpointSpec(
         Output("plot", "image", "samples over p(x) p(c|x)^w", elem_id="pg-plot"),
         Output("stats", "json", "statistics"),
     ),
+    checks=(check_playground,),
 )
 
 
@@ -36,7 +47,7 @@ def run_playground_task(params: Params, ctx: TaskContext) -> dict:
                              steps=params.steps, num_samples=params.num_samples, seed=params.seed,
                              callback=ctx.steps(), **options)
     stats = {**run.stats, "seed": params.seed, "guidance": params.guidance, "scale": params.scale,
-             "reproduce": ctx.endpoint.snippet(params)}
+             "reproduce": ctx.snippet()}
     return dict(plot=plot_playground(run, params.guidance, params.scale), stats=stats)
 
 

@@ -52,7 +52,7 @@ def run_puncond(params: Params, ctx: TaskContext) -> dict:
         errors = branch_errors(net)
     stats = {"p_uncond": params.p_uncond, "training_seed": params.training_seed, "scale": params.scale,
              **comparison.summary(), **errors.summary(), "n": params.num_samples, "seed": params.seed,
-             "reproduce": ctx.endpoint.snippet(params)}
+             "reproduce": ctx.snippet()}
     return dict(plot=plot_puncond(comparison, errors, params.p_uncond, params.scale), stats=stats)
 
 

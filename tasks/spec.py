@@ -191,10 +191,11 @@ class BoundEndpoint:
         return inspect.Signature([*parameters, *extra])
 
     def snippet(self, params: Params, url: str | None = None) -> str:
-        """A gradio_client script that repeats the request (uploads become placeholders to fill in)."""
+        """A gradio_client script that repeats the request (uploads become placeholders to fill in); ``url`` is where
+        the request was served (a Space id takes precedence)."""
         values = dict(self.public(params))
         uploads = [f.name for f in self.fields if f.kind == "image" and params.get(f.name) is not None]
-        text = client_snippet(self.api_name, values, url or snippet_target())
+        text = client_snippet(self.api_name, values, snippet_target(url))
         if uploads:
             lines = "".join(f"    {name}=handle_file(\"your_{name}.png\"),\n" for name in uploads)
             text = text.replace("from gradio_client import Client", "from gradio_client import Client, handle_file")
@@ -214,9 +215,10 @@ def gpu_seconds(megapixel_steps: float, per_megapixel_step: float = 0.09, overhe
     return int(min(overhead + per_megapixel_step * max(megapixel_steps, 0.0), 600))
 
 
-def snippet_target() -> str:
-    """On a Space the client connects by Space id; locally to the default port."""
-    return os.environ.get("SPACE_ID") or "http://127.0.0.1:7860/"
+def snippet_target(served_at: str | None = None) -> str:
+    """What the snippet's ``Client(...)`` connects to: on a Space its id (``SPACE_ID``), else the address the request
+    came to (``served_at``), else the app's default local address."""
+    return os.environ.get("SPACE_ID") or served_at or "http://127.0.0.1:7860/"
 
 
 # ---------------------------------------------------------------------- running a task
@@ -241,6 +243,7 @@ class TaskContext:
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     preview_sink: PreviewSink | None = None
+    served_at: str | None = None  # the address the request came to (the snippet's Client target)
 
     @property
     def profile(self) -> Profile:
@@ -249,6 +252,10 @@ class TaskContext:
     @property
     def public(self) -> dict[str, Any]:
         return self.endpoint.public(self.params)
+
+    def snippet(self) -> str:
+        """A gradio_client script that repeats this request, against the server that answered it."""
+        return self.endpoint.snippet(self.params, self.served_at)
 
     def section(self, name: str):
         return self.timings.section(name)
@@ -324,7 +331,7 @@ class TaskContext:
         """
         meta = run_metadata(self.public, model_id=model_id, rule=rule, runtime=self.runtime.name,
                             timings=self.timings, endpoint=self.endpoint.api_name, notes=list(self.notes),
-                            reproduce=self.endpoint.snippet(self.params), **extra)
+                            reproduce=self.snippet(), **extra)
         return portable_paths(meta)
 
 
@@ -372,10 +379,10 @@ class Task:
         return any(o.preview for o in self.spec.outputs)
 
     def run_parsed(self, endpoint: BoundEndpoint, params: Params, progress: ProgressFn | None = None,
-                   preview_sink: PreviewSink | None = None) -> TaskResult:
+                   preview_sink: PreviewSink | None = None, served_at: str | None = None) -> TaskResult:
         """Run an already validated request (the UI validates first, outside the GPU slot); ``preview_sink``
-        receives x̂0 previews while the model samples."""
-        ctx = TaskContext(endpoint, params, pick_runtime(), progress, preview_sink=preview_sink)
+        receives x̂0 previews while the model samples; ``served_at`` is the server's address for the snippet."""
+        ctx = TaskContext(endpoint, params, pick_runtime(), progress, preview_sink=preview_sink, served_at=served_at)
         with rows_at_most(endpoint.profile.limits.max_batch_rows):
             outputs = self.run(params, ctx)
         missing = [o.name for o in self.spec.outputs if o.name not in outputs]

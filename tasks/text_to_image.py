@@ -8,7 +8,6 @@ from functools import partial
 from condition.text import prompt_tokens
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
 from models.loading import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
-from models.preview import preview_decoder
 from models.runtime import PEAK_MEMORY_METHOD, peak_memory
 from pipelines.attention import cross_attention_layers, overlay, token_map, token_positions
 from pipelines.attention_cost import PROCESSORS, human_bytes, processor
@@ -23,6 +22,7 @@ from tasks.common import (
     guidance_roles,
     is_toy,
     load_weak,
+    preview_for,
     prompt_fields,
     sampling_fields,
     sd_cost,
@@ -68,7 +68,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
 def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
     with ctx.loading(*with_preview(ctx.profile, ROLE, *guidance_roles(params, ctx.profile))):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
-        decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+        decoder = preview_for(ctx, sd)
         weak = load_weak(params, ctx)
     token = params.attention_token.strip()
     positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
@@ -102,7 +102,7 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
                                                       cross_layers=len(cross_attention_layers(sd.unet)))),
         seed=params.seed,
         attention=overlays,
-        snippet=ctx.endpoint.snippet(params),
+        snippet=ctx.snippet(),
     )
 
 
@@ -134,6 +134,16 @@ def check_sweep(params: Params, profile) -> None:
             check_guidance(params.replace(guidance=method, scale=scale), profile)
 
 
+def sweep_method_variants(profile) -> tuple[str, ...]:
+    """Each guiding method alone, and one mix with a method of every kind of u (batched together and run apart), a
+    stateful one and one that rewrites the DDIM step."""
+    guiding = [name for name, method in METHODS.items() if method.needs_uncond]
+    kinds = {METHODS[name].uncond_branch: name for name in reversed(guiding)}
+    stateful = next(name for name in guiding if METHODS[name].stateful)
+    ddim = next(name for name in guiding if METHODS[name].needs_ddim)
+    return (*guiding, ", ".join(dict.fromkeys([*reversed(kinds.values()), stateful, ddim])))
+
+
 GUIDANCE_SWEEP_SPEC = EndpointSpec(
     api_name="/guidance_sweep",
     summary="One seed, methods × scales as one batched run (where the methods allow it), as a labelled grid",
@@ -141,7 +151,8 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
         *prompt_fields(_default_prompt),
         F.Field("methods", "custom", "cfg, perp-cfg", "methods (comma separated: rows of the grid)",
                 parser=lambda value, field: parse_methods(value), to_input=", ".join, quick="cfg, perp-cfg",
-                invalid=("", "cfg, magic", "none", ", ".join(["cfg"] * 7)), extra={"text": True}),
+                invalid=("", "cfg, magic", "none", ", ".join(["cfg"] * 7)), variants=sweep_method_variants,
+                extra={"text": True}),
         F.Field("scales", "custom", "1, 3, 7.5, 12, 20", "scales (comma separated)",
                 parser=lambda value, field: parse_scales(value),
                 to_input=lambda scales: ", ".join(f"{s:g}" for s in scales), quick="1, 3",
@@ -163,7 +174,7 @@ def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
     autoguided = any(METHODS[m].uncond_branch == "weak" for m in params.methods)
     with ctx.loading(*with_preview(ctx.profile, ROLE, *((AUTOGUIDE_ROLE,) if autoguided else ()))):
         sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
-        decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+        decoder = preview_for(ctx, sd)
         weak = load_autoguide(ctx.profile, ctx.runtime) if autoguided else None
     cells = [(rule, scale) for rule in params.methods for scale in params.scales]
     options = {k: params[k] for k in RULE_PARAMS if k in params}

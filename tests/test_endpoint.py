@@ -37,9 +37,9 @@ def gpu_calls(monkeypatch):
     real = endpoint_module.on_gpu
 
     def recording(fn, duration):
-        def wrapped(params, progress=None):
+        def wrapped(params, progress=None, url=None):
             calls.append((dict(params), duration(params, progress)))
-            return fn(params, progress)
+            return fn(params, progress, url)
 
         return real(wrapped, duration)
 
@@ -101,3 +101,27 @@ def test_streaming_yields_previews_then_the_same_final_images(profile, monkeypat
     plain = TEXT_TO_IMAGE(profile, **{**QUICK, "steps": 8, "num_images": 2})
     for (streamed, _), direct in zip(result[0], plain.outputs["images"], strict=True):
         assert list(streamed.getdata()) == list(direct[0].getdata())
+
+
+class _Request:
+    """What Gradio hands an endpoint as ``gr.Request``: headers and the URL it was called at."""
+
+    def __init__(self, headers: dict, url: str = "") -> None:
+        self.headers, self.url = headers, url
+
+
+def test_the_snippet_targets_the_server_that_answered(monkeypatch):
+    from ui.endpoint import served_at
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert served_at(_Request({"host": "127.0.0.1:7920"}, "http://127.0.0.1:7920/gradio_api/queue/join")) == \
+        "http://127.0.0.1:7920/"
+    assert served_at(_Request({"host": "10.0.0.2:7860", "x-forwarded-host": "lab.example.org",
+                               "x-forwarded-proto": "https"})) == "https://lab.example.org/"
+    assert served_at(_Request({"host": "evil/path"})) is None and served_at(None) is None
+    endpoint = TEXT_TO_IMAGE.spec.bind(load_profile("toy"))
+    params = endpoint.parse({"prompt": "a red circle"})
+    assert "Client('http://127.0.0.1:7920/')" in endpoint.snippet(params, "http://127.0.0.1:7920/")
+    assert "Client('http://127.0.0.1:7860/')" in endpoint.snippet(params)  # a direct call: the default address
+    monkeypatch.setenv("SPACE_ID", "owner/conditioning-lab")
+    assert "Client('owner/conditioning-lab')" in endpoint.snippet(params, "https://owner-conditioning-lab.hf.space/")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from combinations import busiest_request
 from gradio_client import handle_file
 from live_app import live_app
 from PIL import Image
@@ -129,6 +130,11 @@ def corpus(bound: dict, files: dict) -> list[tuple[str, str, dict, str, bool]]:
                 cases.append((api, f"{field.name}={name}", {field.name: value}, expect,
                               not (repeated and expect == "error")))
     cases += [(api, name, overrides, "error", True) for api, name, overrides in CROSS_FIELD]
+    # One request per endpoint with the most controls switched at once (from the combination suite's plan): served.
+    for api, endpoint in bound.items():
+        overrides, labels = busiest_request(endpoint)
+        if labels:
+            cases.append((api, "combination " + ", ".join(labels), overrides, "ok", True))
     # A real float NaN: gradio_client cannot encode it (strict JSON), so it fails in the client; recorded as such.
     cases.append(("/text_to_image", "scale=float('nan')", {"scale": float("nan")}, "any", True))
     return cases

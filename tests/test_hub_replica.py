@@ -72,7 +72,7 @@ def test_readme_front_matter_lists_what_the_replica_holds(hub_replica):
     text = (ROOT / "README.md").read_text()
     head = text.split("---", 2)[1]
     assert front_matter(hub_replica["hf_home"]) in head, "python -m models.hub_replica --front-matter"
-    assert sum(repo.preload for repo in REPOS.values()) <= 10  # "preload models limited to 10" (Space config)
+    assert all(f"  - {repo_id} " in head.split("preload_from_hub:")[1] for repo_id in REPOS)  # every repo preloaded
 
 
 def test_the_dit_repo_is_bin_only_at_its_pinned_commit(hub_replica):
@@ -144,3 +144,36 @@ def test_full_profile_previews_come_through_taesd(full_app):
     assert len(previews) >= 2 and all(p[0][0]["caption"].startswith("x̂0 at step") for p in previews)
     assert Image.open(previews[0][0][0]["image"]).size == (32, 32)  # TAESD decodes to the full size
     assert "TAESD" in final[2]["diagnostics_measured_on"]
+
+
+@pytest.fixture(scope="module")
+def app_without_preview_model(hub_replica, tmp_path_factory):
+    """The replica with TAESD's repo gone (every other repo linked in unchanged): the preview role cannot load."""
+    hf_home = tmp_path_factory.mktemp("no_taesd") / "hf"
+    (hf_home / "hub").mkdir(parents=True)
+    for repo in (hub_replica["hf_home"] / "hub").iterdir():
+        if repo.name != "models--madebyollin--taesd":
+            (hf_home / "hub" / repo.name).symlink_to(repo, target_is_directory=True)
+    with live_app("full", env=replica_env({**hub_replica, "hf_home": hf_home})) as client:
+        yield client
+
+
+@pytest.mark.parametrize("api,request_", [
+    ("/text_to_image", dict(prompt="a red cat", steps=4, seed=1, **SIZE)),
+    ("/guidance_sweep", dict(prompt="a red cat", scales="1, 5", steps=4, seed=1, **SIZE)),
+    ("/controlnet", dict(image=PHOTO, control="canny", prompt="a cat", steps=4, seed=1, **SIZE)),
+    ("/controlnet_multi", dict(image=PHOTO, control_a="canny", control_b="canny", prompt="a cat", steps=4, **SIZE)),
+    ("/image_conditioning", dict(image=CAT, mode="variations", steps=4, **SIZE)),
+    ("/image_conditioning", dict(image=CAT, mode="ip-adapter", prompt="a cat", steps=4, **SIZE)),
+], ids=lambda v: v if isinstance(v, str) else v.get("mode") or "")
+def test_a_missing_preview_model_never_blocks_generation(app_without_preview_model, api, request_):
+    """Every full-profile SD tab still answers; its previews and diagnostics come from the linear latent map, and
+    the metadata says which preview stood in and why."""
+    request = {k: handle_file(v) if k == "image" else v for k, v in request_.items()}
+    outputs = list(app_without_preview_model.submit(**request, api_name=api))
+    final = outputs[-1]
+    assert _images(final), final
+    metadata = next(v for v in final if isinstance(v, dict) and "diagnostics_measured_on" in v)
+    assert metadata["diagnostics_measured_on"].startswith("x̂0 latents through a fitted linear latent→RGB map")
+    assert "preview_vae could not be loaded" in metadata["diagnostics_measured_on"]
+    assert len(outputs) >= 3, "x̂0 previews still stream (through the linear map)"

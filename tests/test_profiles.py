@@ -113,3 +113,17 @@ def test_the_page_says_which_profile_runs():
     markdown = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
     assert "Profile: `toy`" in markdown and "picked because no CUDA GPU" in markdown
     assert f"cpu float32, {torch.get_num_threads()} thread(s)" in markdown
+
+
+def test_every_tab_shows_only_the_selected_method_s_parameters():
+    """One behaviour everywhere: a method's own parameters are hidden until it is selected (the default is CFG,
+    which has none), on every tab that offers the registry's methods — the DiT section included."""
+    import app
+    from guidance.rules import METHODS
+
+    demo = app.build_app(load_profile("toy"))
+    labels = {p.label for method in METHODS.values() for p in method.params}
+    shown = [b.label for b in demo.blocks.values() if getattr(b, "label", None) in labels and b.visible]
+    offered = [b for b in demo.blocks.values() if getattr(b, "label", None) in labels]
+    assert len(offered) >= 5 * len(labels) - 1  # five tabs' worth of method parameters were rendered
+    assert not shown, shown

@@ -56,8 +56,8 @@ def test_the_signature_gradio_client_sees_is_the_spec(api, profile):
     task = TASKS[api]
     endpoint = task.spec.bind(profile)
     parameters = list(inspect.signature(endpoint_function(task, endpoint)).parameters.values())
-    assert [p.name for p in parameters] == [*endpoint.names, "progress"]
-    assert [p.default for p in parameters[:-1]] == [f.default for f in endpoint.fields]
+    assert [p.name for p in parameters] == [*endpoint.names, "progress", "request"]  # the last two Gradio fills in
+    assert [p.default for p in parameters[:-2]] == [f.default for f in endpoint.fields]
 
 
 def test_the_guidance_registry_drives_every_endpoint_that_guides():

@@ -8,7 +8,7 @@ import gradio as gr
 from models.profiles import Profile
 from tasks.class_cfg import CLASS_CFG
 from tasks.guidance_compare import CG_VS_CFG
-from ui.components import render_fields, render_outputs
+from ui.components import render_fields, render_guidance, render_outputs, render_rest
 from ui.endpoint import wire
 
 CFG_INTRO = """
@@ -46,7 +46,9 @@ def build_class_cfg(profile: Profile) -> None:
     gr.Markdown(CFG_INTRO)
     with gr.Row():
         with gr.Column(scale=1):
-            inputs = render_fields(endpoint, endpoint.names)
+            inputs = render_fields(endpoint, ["class_name", "class_id"])
+            inputs |= render_guidance(endpoint)  # the selected method's parameters only, as on every tab
+            inputs |= render_rest(endpoint, inputs)
             run = gr.Button("Sample with CFG", variant="primary", elem_id="ccfg-run")
         with gr.Column(scale=2):
             outputs = render_outputs(CLASS_CFG.spec, ["samples", "diagnostics", "metadata", "seed"])

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import gradio as gr
 import torch
@@ -135,6 +136,20 @@ def preview_values(spec, images: list, done: int, total: int) -> tuple:
     return tuple(values)
 
 
+def served_at(request: gr.Request | None) -> str | None:
+    """The address a request came to, as a gradio_client user would type it (``http://host:port/``); behind a proxy
+    the forwarded host and scheme. None when Gradio passed no request (a direct call)."""
+    if request is None:
+        return None
+    headers = {str(k).lower(): str(v) for k, v in dict(getattr(request, "headers", None) or {}).items()}
+    host = (headers.get("x-forwarded-host") or headers.get("host") or "").split(",")[0].strip()
+    if not host or any(c in host for c in "/\\ \"'<>"):
+        return None
+    scheme = (headers.get("x-forwarded-proto") or urlsplit(str(getattr(request, "url", "") or "")).scheme
+              or "http").split(",")[0].strip()
+    return f"{'https' if scheme == 'https' else 'http'}://{host}/"
+
+
 def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     """The function Gradio calls for ``endpoint``: its signature is the spec's, plus Gradio's progress tracker.
 
@@ -143,13 +158,13 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     """
     spec = task.spec
 
-    def run(params: Params, progress: gr.Progress | None = None) -> tuple[tuple, list[str]]:
-        result = task.run_parsed(endpoint, params, gradio_progress(progress))
+    def run(params: Params, progress: gr.Progress | None = None, url: str | None = None) -> tuple[tuple, list[str]]:
+        result = task.run_parsed(endpoint, params, gradio_progress(progress), served_at=url)
         return result.values(spec), result.notes
 
-    def run_streaming(params: Params, progress: gr.Progress | None = None) -> Iterator:
+    def run_streaming(params: Params, progress: gr.Progress | None = None, url: str | None = None) -> Iterator:
         def work(sink):
-            return task.run_parsed(endpoint, params, gradio_progress(progress), sink)
+            return task.run_parsed(endpoint, params, gradio_progress(progress), sink, served_at=url)
 
         for kind, item in stream_previews(work):
             if kind == "preview":
@@ -160,21 +175,24 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     streams = task.streams and endpoint.profile.previews
     run = guarded_stream(run_streaming, spec.api_name) if streams else guarded(run, spec.api_name)
     if spec.cost is not None:
-        run = on_gpu(run, lambda params, progress=None: endpoint.gpu_seconds(params))
-    signature = endpoint.signature([inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                      default=gr.Progress())])
+        run = on_gpu(run, lambda params, progress=None, url=None: endpoint.gpu_seconds(params))
+    # Gradio fills both from the event (neither is part of the API): the progress tracker and the request.
+    signature = endpoint.signature([
+        inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+    ])
 
     def validate(request: Mapping) -> Params:
         return endpoint.parse(request)
 
     validate = guarded(validate, spec.api_name)
 
-    def prepare(args: tuple, kwargs: dict) -> tuple[Params, gr.Progress]:
+    def prepare(args: tuple, kwargs: dict) -> tuple[Params, gr.Progress, str | None]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         request = dict(bound.arguments)
-        progress = request.pop("progress")
-        return validate(request), progress  # before the GPU slot: bad input never reserves a GPU
+        progress, url = request.pop("progress"), served_at(request.pop("request"))
+        return validate(request), progress, url  # before the GPU slot: bad input never reserves a GPU
 
     def finish(values: tuple, notes: list[str]):
         for note in notes:
@@ -182,16 +200,17 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
         return values[0] if len(values) == 1 else values
 
     def fn(*args, **kwargs):
-        params, progress = prepare(args, kwargs)
-        return finish(*run(params, progress))
+        params, progress, url = prepare(args, kwargs)
+        return finish(*run(params, progress, url))
 
     def fn_streaming(*args, **kwargs):
-        params, progress = prepare(args, kwargs)
-        for kind, item in run(params, progress):
+        params, progress, url = prepare(args, kwargs)
+        for kind, item in run(params, progress, url):
             yield item if kind == "preview" else finish(*item)
 
     endpoint_fn = fn_streaming if streams else fn
     endpoint_fn.__signature__ = signature
+    endpoint_fn.__annotations__ = {"request": gr.Request}  # how Gradio recognises the request parameter
     endpoint_fn.__name__ = endpoint_fn.__qualname__ = spec.api_name.strip("/")
     endpoint_fn.__doc__ = spec.summary
     return endpoint_fn

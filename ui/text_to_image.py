@@ -55,7 +55,7 @@ def build(profile: Profile) -> None:
             outputs = render_outputs(TEXT_TO_IMAGE.spec, ["images", "seed", "attention", "diagnostics", "metadata",
                                                           "snippet"])
 
-    with gr.Accordion("Guidance sweep: scales × {CFG, Perp-CFG} at one seed, one batched run", open=False):
+    with gr.Accordion("Guidance sweep: methods × scales at one seed, batched where the methods allow", open=False):
         with gr.Row():
             sweep_inputs = render_fields(sweep, ["scales"])
             sweep_inputs |= render_rest(sweep, {**inputs, **sweep_inputs})

@@ -90,5 +90,23 @@ class Method:
     stateful: bool = False
     needs_ddim: bool = False
     scale_high: float | None = None  # a tighter cap on the scale than the registry's (CFG++'s λ ≤ 1)
+    typical_scale: float | None = None  # the paper's scale where the registry's default does not fit (CFG++'s λ)
     label: str = ""
     defaults_from: str = ""  # where the parameters' defaults come from (a paper's recommendation, diffusers)
+
+
+@dataclass(frozen=True)
+class Modifier:
+    """Something that acts on top of whichever method is chosen (the interval, PAG, thresholding, rescale).
+
+    ``params`` are its registry parameters; ``example`` the values that switch it on as its paper uses it (what the
+    docs show and the combination suite tries with every method); ``needs`` what a model must have for it ("attention"
+    or "pixels", as ``RuleParam.needs``).
+    """
+
+    name: str
+    params: tuple[RuleParam, ...]
+    example: dict[str, Any]
+    formula: str
+    paper: str
+    label: str = ""

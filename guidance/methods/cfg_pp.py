@@ -28,6 +28,6 @@ def cfg_pp(eps_uncond: Tensor, eps_cond: Tensor, scale: float | Tensor, *, step:
 METHOD = Method(
     name="cfg++", combine=cfg_pp, formula="x̂0 from ε_λ = u + λ(c − u), re-noised with u: x_{t−1} = √ᾱ_{t−1} x̂0(ε_λ) + "
     "√(1−ᾱ_{t−1}) u", paper="Chung et al. 2024, CFG++: Manifold-constrained Classifier Free Guidance",
-    step_aware=True, needs_ddim=True, scale_high=1.0, label="CFG++",
+    step_aware=True, needs_ddim=True, scale_high=1.0, typical_scale=0.8, label="CFG++",
     defaults_from="λ = scale ∈ [0, 1]; the paper uses λ ≈ 0.6–0.8 for text-to-image",
 )

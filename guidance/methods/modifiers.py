@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from guidance.methods.base import RuleParam
+from guidance.methods.base import Modifier, RuleParam
 
 # Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in
 # Diffusion Models": guidance helps in the middle of the schedule and hurts at both ends. As diffusers' guiders, step
@@ -37,3 +37,18 @@ def pag_term(eps_cond: Tensor, eps_perturbed: Tensor, pag_scale: float) -> Tenso
 def interval_active(index: int, num_steps: int, start: float, end: float) -> bool:
     """Whether step ``index`` of ``num_steps`` lies in the guidance interval (diffusers' guiders' rule)."""
     return int(start * num_steps) <= index < int(end * num_steps)
+
+
+INTERVAL = Modifier(
+    "interval", (INTERVAL_START, INTERVAL_END), {"interval_start": 0.2, "interval_end": 0.8},
+    "guidance only for steps i with ⌊start·n⌋ ≤ i < ⌊end·n⌋; elsewhere ε = c (u not evaluated)",
+    "Kynkäänniemi et al. 2024, Applying Guidance in a Limited Interval Improves Sample and Distribution Quality",
+    label="guidance interval")
+PAG = Modifier(
+    "pag", (PAG_SCALE, PAG_LAYERS), {"pag_scale": 3.0, "pag_layers": "mid"}, "ε ← ε + s (c − c_perturbed)",
+    "Ahn et al. 2024, Self-Rectifying Diffusion Sampling with Perturbed-Attention Guidance", label="PAG")
+DYNAMIC_THRESHOLD = Modifier(
+    "threshold", (THRESHOLD,), {"threshold": 0.995},
+    "s = max(1, p-th percentile of |x̂0|); x̂0 ← clip(x̂0, −s, s) / s",
+    "Saharia et al. 2022 (Imagen), dynamic thresholding",
+    label="dynamic thresholding")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from guidance.methods.base import RuleParam
+from guidance.methods.base import Modifier, RuleParam
 
 
 def rescale(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
@@ -18,9 +19,15 @@ def rescale(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
     dims = list(range(1, eps_cond.ndim))
     std_cond = eps_cond.std(dim=dims, keepdim=True)
     std_guided = guided.std(dim=dims, keepdim=True)
-    rescaled = guided * (std_cond / std_guided)
+    # A constant prediction (CFG-Zero*'s zeroed first steps) has no spread to match: it stays as it is (diffusers'
+    # formula divides by its std of 0 and returns NaN there).
+    ratio = torch.where(std_guided > 0, std_cond / std_guided.clamp_min(torch.finfo(guided.dtype).tiny), 1.0)
+    rescaled = guided * ratio
     return phi * rescaled + (1 - phi) * guided
 
 
 FORMULA = "ε ← φ · ε · std(c)/std(ε) + (1 − φ) · ε"
 RESCALE = RuleParam("rescale", 0.0, "rescale φ (after any rule)", low=0.0, high=1.0)
+MODIFIER = Modifier("rescale", (RESCALE,), {"rescale": 0.7}, FORMULA,
+                    "Lin et al. 2023, Common Diffusion Noise Schedules and Sample Steps are Flawed (φ = 0.7)",
+                    label="CFG rescale")
