@@ -17,7 +17,7 @@ import spaces  # noqa: E402, F401, I001
 
 import gradio as gr  # noqa: E402
 
-from models.preload import on_a_space, preload, status_markdown  # noqa: E402
+from models.loading.preload import on_a_space, preload, status_markdown  # noqa: E402
 from models.profiles import Profile, ProfileChoice, choose_default_profile, load_profile  # noqa: E402
 from models.runtime import pick_runtime, use_cpu_threads  # noqa: E402
 from ui import (  # noqa: E402

@@ -1,6 +1,6 @@
 """Control maps that need no weights: Canny edges, via controlnet_aux.
 
-Depth (MiDaS) and pose (OpenPose) maps need networks: ``models/annotators.py`` loads and runs them.
+Depth (MiDaS) and pose (OpenPose) maps need networks: ``models/loading/annotators.py`` loads and runs them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The one denoising loop that every tab drives.
 
 Read it top to bottom: draw noise, then for each timestep scale the input, evaluate
-the unconditional and conditional branches in one batched model call, combine them
-with a guidance rule, optionally add a classifier gradient, and let the diffusers
+every branch the rule asks for in one batched model call (:func:`predict`), guide
+(:meth:`Rule.guide_step`), optionally add a classifier gradient (:func:`classifier_push`), let the diffusers
 scheduler take the step. Models are passed in as *denoisers*: callables that take the
 branch-stacked input and return the model output for every row (see :class:`Denoiser`).
 """
@@ -10,9 +10,9 @@ branch-stacked input and return the model output for every row (see :class:`Deno
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from torch import Tensor
 from guidance.methods.base import GuideStep
 from guidance.methods.perp_cfg import guidance_norms
 from guidance.parameterization import eps_to_x0, from_eps, to_eps
-from guidance.rules import GuidanceRule
+from guidance.rules import Rule
+from guidance.settings import SamplingSettings, settings_from
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ModelCall:
     branches: tuple[str, ...]  # "uncond", "cond", and for some rules "weak" (autoguidance), "perturbed" (PAG)
     step_index: int
     num_steps: int
+    options: Mapping[str, Any] = field(default_factory=dict)  # per extra branch, what its model hook reads (PAG)
 
     @property
     def fraction(self) -> float:
@@ -147,89 +149,122 @@ def sample(
     denoiser: Denoiser,
     scheduler,
     noise: Tensor,
-    rule: GuidanceRule,
+    rule: Rule,
+    settings: SamplingSettings | None = None,
     *,
-    num_steps: int,
     classifier: ClassifierGuidance | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     eps_channels: int | None = None,
-    diagnostics: bool = True,
-    callback: Callable[[StepState], None] | None = None,
     step_kwargs: dict | None = None,
-    preview: Callable[[Tensor], Tensor] | None = None,
+    **sampling: Any,
 ) -> SampleResult:
     """Denoise ``noise`` (standard normal, unscaled) with ``scheduler`` and ``rule``.
 
-    Rules, classifier gradients and diagnostics work on ε. A model that predicts v or x0 (the
-    scheduler's ``prediction_type``) has both branches converted to ε in float32 first and the
-    guided ε converted back for the scheduler; for ε-models nothing is converted.
-    ``eps_channels``: when the model also predicts other channels (a learned variance),
-    only the first ``eps_channels`` are guided; the rest come from the conditional branch.
-    ``generator`` is handed to stochastic schedulers' ``step``. ``preview`` maps the predicted x0 to an
-    RGB image in [−1, 1] (a latent decoder); saturation diagnostics are measured on that image, never on
-    latents. Returns the final sample (in the model's space: latents or pixels) and a per-step trace.
+    ``settings`` (or its fields as keywords, e.g. ``steps=25``) give the number of steps, DDIM's η and the run's
+    hooks. Rules, classifier gradients and diagnostics work on ε: a model that predicts v or x0 (the scheduler's
+    ``prediction_type``) has its branches converted to ε in float32 and the guided ε converted back.
+    ``eps_channels``: when the model also predicts other channels (a learned variance), only the first
+    ``eps_channels`` are guided; the rest come from the conditional branch. ``generator`` is handed to stochastic
+    schedulers' ``step``. Returns the final sample (latents or pixels) and a per-step trace.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-    scheduler.set_timesteps(num_steps, device=noise.device)
-    timesteps = scheduler.timesteps
-    x = noise * scheduler.init_noise_sigma
-
-    extra = dict(step_kwargs or {})
-    if _accepts(scheduler.step, "generator"):
-        extra.setdefault("generator", generator)
-    if _accepts(scheduler.step, "eta"):
-        extra.setdefault("eta", 0.0)
-
-    # Scheduler-like objects without a diffusers config (test harnesses, wrappers) are taken to predict ε.
-    prediction = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
+    settings = settings_from(settings, sampling)
+    if settings.steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {settings.steps}")
     if rule.needs_ddim and not isinstance(scheduler, DDIMScheduler):
         raise ValueError(f"{rule.name} rewrites a DDIM step: use the ddim scheduler, not {type(scheduler).__name__}")
+    scheduler.set_timesteps(settings.steps, device=noise.device)
+    x = noise * scheduler.init_noise_sigma
+    step_options = scheduler_step_options(scheduler, settings, generator, step_kwargs)
+    prediction = prediction_type_of(scheduler)
     state: dict = {}  # what stateful rules carry from step to step (APG's momentum), for this run only
     result = SampleResult(sample=x)
-    n = len(timesteps)
-    for i, t in enumerate(timesteps):
+    n = len(scheduler.timesteps)
+    for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        branches = rule.branches_at(i, n)
-        out = denoiser(torch.cat([x_in] * len(branches)) if len(branches) > 1 else x_in, t, ModelCall(branches, i, n))
-        outs = dict(zip(branches, out.chunk(len(branches)), strict=True))
-        k = eps_channels or out.shape[1]
         alpha_bar = alpha_bar_at(scheduler, t).to(x_in.device)
-        eps_of = {b: to_eps(o[:, :k], x_in, alpha_bar, prediction) for b, o in outs.items()}
-        rest = outs["cond"][:, k:]
-        eps_cond, eps_uncond = eps_of["cond"], eps_of.get(rule.uncond_branch)
-
+        call = ModelCall(rule.branches_at(i, n), i, n, rule.branch_options())
+        eps_of, rest = predict(denoiser, x_in, t, call, alpha_bar, prediction, eps_channels)
         step = GuideStep(i, n, alpha_bar, alpha_bar_before(scheduler, t) if rule.needs_ddim else None)
-        eps = rule.apply(eps_uncond, eps_cond, x_t=x_in, alpha_bar=alpha_bar, step=step, state=state,
-                         eps_perturbed=eps_of.get("perturbed"))
-
-        log_p = grad = None
-        if classifier is not None:
-            ctx = ClassifierContext(alpha_bar, eps.detach(), i, n)
-            grad, log_p = classifier_gradient(classifier.log_prob, x_in, t, ctx)
-            if classifier.mode == "eps" and classifier.scale:
-                eps = eps - ((1 - alpha_bar).sqrt() * classifier.scale * grad).to(eps.dtype)
-
-        guided = from_eps(eps, x_in, alpha_bar, prediction).to(out.dtype)
-        model_output = torch.cat([guided, rest], dim=1) if rest.shape[1] else guided
-        x_prev = scheduler.step(model_output, t, x, **extra, return_dict=False)[0]
-        if classifier is not None and classifier.mode == "mean" and classifier.scale:
-            if classifier.variance is None:
-                raise ValueError("mode='mean' classifier guidance needs a variance function")
-            x_prev = x_prev + (classifier.scale * classifier.variance(t, model_output, x) * grad).to(x_prev.dtype)
-
-        if diagnostics or callback is not None:
-            pred_x0 = eps_to_x0(eps, x_in, alpha_bar)
-            rgb = preview(pred_x0) if preview is not None else pred_x0
-            diag = _diagnostics(eps_uncond, eps_cond, rgb, log_p, rule) if diagnostics else {}
-            if diagnostics:
-                result.trace.append({"step": i, "t": float(t), **{key: v.cpu().numpy() for key, v in diag.items()}})
-            if callback is not None:
-                callback(StepState(i, n, t, x, pred_x0, diag, rgb))
+        eps = rule.guide_step(eps_of, x_in, alpha_bar, step, state)
+        eps, log_p, grad = classifier_push(classifier, eps, x_in, t, alpha_bar, step)
+        x_prev = denoising_step(scheduler, eps, rest, x_in, x, t, alpha_bar, prediction, step_options, classifier,
+                                grad)
+        record(result, settings, rule, eps_of, eps, x_in, alpha_bar, log_p, (i, n, t, x))
         x = x_prev
-
     result.sample = x
     return result
+
+
+def scheduler_step_options(scheduler, settings: SamplingSettings, generator, step_kwargs: dict | None) -> dict:
+    """Keyword arguments for every ``scheduler.step``: the caller's, DDIM's η, and the generator of a stochastic
+    scheduler (DDIM with η > 0, DDPM, Euler ancestral)."""
+    options = dict(step_kwargs or {})
+    if _accepts(scheduler.step, "generator"):
+        options.setdefault("generator", generator)
+    if _accepts(scheduler.step, "eta"):
+        options.setdefault("eta", settings.ddim_eta)
+    return options
+
+
+def prediction_type_of(scheduler) -> str:
+    """What the model predicts, as its scheduler says; scheduler-like objects without a diffusers config (test
+    harnesses, wrappers) are taken to predict ε."""
+    return getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
+
+
+def predict(denoiser: Denoiser, x_in: Tensor, t: Tensor, call: ModelCall, alpha_bar: Tensor, prediction: str,
+            eps_channels: int | None) -> tuple[dict[str, Tensor], Tensor]:
+    """Every branch the rule asks for in one batched model call, as ε by branch name, and the conditional branch's
+    channels beyond ``eps_channels`` (a learned variance), untouched."""
+    branches = call.branches
+    out = denoiser(torch.cat([x_in] * len(branches)) if len(branches) > 1 else x_in, t, call)
+    outs = dict(zip(branches, out.chunk(len(branches)), strict=True))
+    k = eps_channels or out.shape[1]
+    return {b: to_eps(o[:, :k], x_in, alpha_bar, prediction) for b, o in outs.items()}, outs["cond"][:, k:]
+
+
+def classifier_push(classifier: ClassifierGuidance | None, eps: Tensor, x_in: Tensor, t: Tensor, alpha_bar: Tensor,
+                    step: GuideStep) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Classifier guidance on top of the rule (ε form: ε ← ε − √(1−ᾱ) s ∇ log p(y | x_t)); returns the ε, the
+    per-sample log p and the gradient (the mean form adds it after the scheduler's step)."""
+    if classifier is None:
+        return eps, None, None
+    ctx = ClassifierContext(alpha_bar, eps.detach(), step.index, step.num_steps)
+    grad, log_p = classifier_gradient(classifier.log_prob, x_in, t, ctx)
+    if classifier.mode == "eps" and classifier.scale:
+        eps = eps - ((1 - alpha_bar).sqrt() * classifier.scale * grad).to(eps.dtype)
+    return eps, log_p, grad
+
+
+def denoising_step(scheduler, eps: Tensor, rest: Tensor, x_in: Tensor, x: Tensor, t: Tensor, alpha_bar: Tensor,
+                   prediction: str, step_options: dict, classifier: ClassifierGuidance | None,
+                   grad: Tensor | None) -> Tensor:
+    """The scheduler's step on the guided prediction (back in the model's own parameterisation)."""
+    guided = from_eps(eps, x_in, alpha_bar, prediction).to(rest.dtype)  # the model output's dtype (rest may be empty)
+    model_output = torch.cat([guided, rest], dim=1) if rest.shape[1] else guided
+    x_prev = scheduler.step(model_output, t, x, **step_options, return_dict=False)[0]
+    if classifier is not None and classifier.mode == "mean" and classifier.scale:
+        if classifier.variance is None:
+            raise ValueError("mode='mean' classifier guidance needs a variance function")
+        x_prev = x_prev + (classifier.scale * classifier.variance(t, model_output, x) * grad).to(x_prev.dtype)
+    return x_prev
+
+
+def record(result: SampleResult, settings: SamplingSettings, rule: Rule, eps_of: dict[str, Tensor], eps: Tensor,
+           x_in: Tensor, alpha_bar: Tensor, log_p: Tensor | None, where: tuple[int, int, Tensor, Tensor]) -> None:
+    """The step's diagnostics into the trace, and the callback (with the x̂0 preview) when someone watches;
+    ``where`` is (step index, number of steps, t, x_t)."""
+    if not settings.diagnostics and settings.callback is None:
+        return
+    index, num_steps, t, x = where
+    pred_x0 = eps_to_x0(eps, x_in, alpha_bar)
+    rgb = settings.preview(pred_x0) if settings.preview is not None else pred_x0
+    u = eps_of.get(rule.uncond_branch)
+    diag = _diagnostics(u, eps_of["cond"], rgb, log_p, rule) if settings.diagnostics else {}
+    if settings.diagnostics:
+        result.trace.append({"step": index, "t": float(t), **{key: v.cpu().numpy() for key, v in diag.items()}})
+    if settings.callback is not None:
+        settings.callback(StepState(index, num_steps, t, x, pred_x0, diag, rgb))
 
 
 def classifier_gradient(log_prob: LogProb, x_t: Tensor, t: Tensor, ctx: ClassifierContext) -> tuple[Tensor, Tensor]:
@@ -249,7 +284,7 @@ def colour_saturation(rgb: Tensor) -> Tensor:
 
 
 def _diagnostics(
-    eps_uncond: Tensor | None, eps_cond: Tensor, rgb: Tensor, log_p: Tensor | None, rule: GuidanceRule
+    eps_uncond: Tensor | None, eps_cond: Tensor, rgb: Tensor, log_p: Tensor | None, rule: Rule
 ) -> dict[str, Tensor]:
     diag: dict[str, Tensor] = {"x0_saturation": (rgb.float().abs() > 1).flatten(1).float().mean(dim=1)}
     if rgb.ndim == 4 and rgb.shape[1] == 3:

@@ -24,6 +24,6 @@ def evict(key: tuple) -> None:
 
 
 def cached_items() -> list[tuple[tuple, object]]:
-    """What is loaded now (key, object), for reports such as ``scripts/gpu_check.py``."""
+    """What is loaded now (key, object), for reports such as ``scripts/tools/gpu_check.py``."""
     with _LOCK:
         return list(_CACHE.items())

@@ -25,11 +25,24 @@ from PIL import Image
 from torch import Tensor
 
 from guidance.sampler import ModelCall
-from models.denoisers import UNetDenoiser
-from pipelines.attention_cost import PROCESSORS, processor
+from models.adapters.denoisers import UNetDenoiser
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
+
+
+# How an attention layer computes: "materialised" (AttnProcessor, stores every softmax matrix) or "sdpa"
+# (AttnProcessor2_0, fused scaled_dot_product_attention). Same outputs, different memory.
+PROCESSORS = ("materialised", "sdpa")
+
+
+def processor(name: str):
+    """A fresh diffusers attention processor of the named kind."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if name not in PROCESSORS:
+        raise ValueError(f"processor must be one of {', '.join(PROCESSORS)}, got {name!r}")
+    return AttnProcessor() if name == "materialised" else AttnProcessor2_0()
 
 
 class AttentionStore:
@@ -76,8 +89,8 @@ class AttentionStore:
 
 
 class RowMarkingDenoiser(UNetDenoiser):
-    """A :class:`~models.denoisers.UNetDenoiser` that tells ``store`` which rows of each UNet call belong to the
-    conditional branch, and to which image, before the call runs."""
+    """A :class:`~models.adapters.denoisers.UNetDenoiser` that tells ``store`` which rows of each UNet call belong to
+    the conditional branch, and to which image, before the call runs."""
 
     def __init__(self, store: AttentionStore, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

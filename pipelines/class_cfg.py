@@ -4,7 +4,7 @@ The conditional branch gets the class label, the unconditional branch the null l
 under label dropout (Ho & Salimans 2022); every rule of the registry that needs only those two predictions applies.
 Notebook use::
 
-    from models.dit_loading import load_dit
+    from models.loading.dit import load_dit
     dit = load_dit(load_profile("toy"))
     out = class_cfg_sample(dit, class_id=3, rule=GuidanceRule("cfg", 4.0), steps=25, seed=0)
     out.images                       # [N, 3, H, W] in [0, 1]
@@ -18,19 +18,20 @@ the DDPM scheduler, which then uses the learned variance as ADM does; the other 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from guidance.rules import GuidanceRule
-from guidance.sampler import ClassifierGuidance, SampleResult, StepState, initial_noise, sample
-from models.denoisers import DiTDenoiser
-from models.dit_loading import DiTComponents
+from guidance.rules import GuidanceRule, RunFacts
+from guidance.sampler import ClassifierGuidance, SampleResult, initial_noise, sample
+from guidance.settings import SamplingSettings, settings_from
+from models.adapters.denoisers import DiTDenoiser
+from models.loading.dit import DiTComponents
 from models.runtime import cpu_generator
 from pipelines.schedulers import SCHEDULERS, make_scheduler, step_kwargs_for
-from pipelines.text_to_image import decode, thresholding
+from pipelines.text_to_image import decode
 
 OWN = "own"  # the scheduler named in the model's scheduler_config.json
 SCHEDULER_CHOICES = (OWN, *SCHEDULERS)
@@ -62,13 +63,15 @@ def check_clip_mode(clip_sample: str, scheduler: str) -> None:
                          f"(got {scheduler})")
 
 
-def build_scheduler(dit: DiTComponents, name: str, rule: GuidanceRule, clip_sample: str = "off"):
+def build_scheduler(dit: DiTComponents, name: str, rule: GuidanceRule, clip_sample: str = "off",
+                    ddim_eta: float = 0.0):
     """A fresh scheduler by name (``own``: the model's), with the learned variance for DDPM on a learned-sigma DiT,
     the rule's dynamic thresholding, and the clip_sample mode; returns it with its ``step`` keyword arguments."""
     name = own_scheduler(dit.scheduler_config) if name == OWN else name
     check_clip_mode(clip_sample, name)
     pixel_space = dit.vae is None
-    options = thresholding(rule, name, pixel_space)
+    rule.check(RunFacts(name, pixel_space, ddim_eta))
+    options = rule.scheduler_options()
     if name == "ddpm" and dit.learned_sigma:
         options["variance_type"] = "learned_range"
     if clip_sample != "off":
@@ -88,31 +91,28 @@ def class_cfg_sample(
     *,
     class_id: int,
     rule: GuidanceRule,
-    steps: int = 25,
-    scheduler: str = OWN,
-    seed: int = 0,
-    num_images: int = 1,
+    settings: SamplingSettings | None = None,
     clip_sample: str = "off",
     generator: torch.Generator | None = None,
-    callback: Callable[[StepState], None] | None = None,
     classifier: ClassifierGuidance | None = None,
-    diagnostics: bool = True,
+    **sampling: Any,
 ) -> ClassCFGResult:
-    """``num_images`` samples of ``class_id``, the unconditional branch on the null class. ``classifier`` only
-    records (scale 0) or adds a classifier gradient on top, as in the classifier-guidance tab."""
+    """``settings.num_images`` samples of ``class_id``, the unconditional branch on the null class; ``settings`` (or
+    its fields as keywords) say how, its scheduler ``own`` by default (the model's). ``classifier`` only records
+    (scale 0) or adds a classifier gradient on top, as in the classifier-guidance tab."""
+    settings = settings_from(settings, {"scheduler": OWN, **sampling} if settings is None else sampling)
     if not 0 <= int(class_id) < dit.num_classes:
         raise ValueError(f"class_id must be between 0 and {dit.num_classes - 1} for this DiT, got {class_id!r}")
-    name, sched, step_kwargs = build_scheduler(dit, scheduler, rule, clip_sample)
+    name, sched, step_kwargs = build_scheduler(dit, settings.scheduler, rule, clip_sample, settings.ddim_eta)
     keep_variance = name == "ddpm" and dit.learned_sigma
-    denoiser = DiTDenoiser(dit.transformer, torch.full((num_images,), int(class_id)), dit.null_class,
+    denoiser = DiTDenoiser(dit.transformer, torch.full((settings.num_images,), int(class_id)), dit.null_class,
                            channels=None if keep_variance else dit.latent_channels)
     size = int(dit.transformer.config.sample_size)
-    generator = generator or cpu_generator(seed)
-    noise = initial_noise((num_images, dit.latent_channels, size, size), generator, dit.device, dit.dtype)
+    generator = generator or cpu_generator(settings.seed)
+    noise = initial_noise((settings.num_images, dit.latent_channels, size, size), generator, dit.device, dit.dtype)
     start = time.perf_counter()
-    result = sample(denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-                    step_kwargs=step_kwargs, eps_channels=dit.latent_channels if keep_variance else None,
-                    classifier=classifier, diagnostics=diagnostics)
+    result = sample(denoiser, sched, noise, rule, settings, generator=generator, step_kwargs=step_kwargs,
+                    eps_channels=dit.latent_channels if keep_variance else None, classifier=classifier)
     images = decode(dit, result.sample)
     return ClassCFGResult(images, result, name, time.perf_counter() - start)
 

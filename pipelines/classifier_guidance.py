@@ -1,10 +1,10 @@
 """Classifier-guided sampling (Dhariwal & Nichol 2021) through the one sampler loop.
 
 Any model pair with the :class:`GuidedModels` interface works: the ImageNet ADM pair
-(``models.adm_loading.ADMPair``) and the toy profile's UNet + world classifiers
+(``models.loading.adm.ADMPair``) and the toy profile's UNet + world classifiers
 (``pipelines.toy_guidance.ToyGuidedModels``). Notebook use::
 
-    from models.adm_loading import load_adm_pair
+    from models.loading.adm import load_adm_pair
     from pipelines.classifier_guidance import classifier_guided_sample
     pair = load_adm_pair(profile, "64x64")
     result = classifier_guided_sample(pair, class_id=207, classifier_scale=1.0, steps="ddim25", sampler="ddim",
@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from condition.labels import check_class_id
 from guidance.sampler import ClassifierContext, ClassifierGuidance, SampleResult, StepState, initial_noise
-from models.adm_schedule import space_timesteps
-from models.clean_classifier import imagenet_clean_guide, load_clean_classifier
+from models.adapters.adm_schedule import space_timesteps
+from models.loading.clean_classifier import imagenet_clean_guide, load_clean_classifier
 from models.runtime import Runtime, cpu_generator, pick_runtime
 
 SAMPLERS = ("ddim", "ddpm")

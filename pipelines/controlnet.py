@@ -10,10 +10,10 @@ Usable from a notebook without Gradio::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,9 +21,10 @@ from PIL import Image
 from torch import Tensor
 
 from guidance.rules import GuidanceRule
-from guidance.sampler import ModelCall, StepState
-from models.denoisers import UNetDenoiser
-from models.loading import SDComponents
+from guidance.sampler import ModelCall
+from guidance.settings import SamplingSettings, settings_from
+from models.adapters.denoisers import UNetDenoiser
+from models.loading.sd import SDComponents
 from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
 
 if TYPE_CHECKING:
@@ -170,9 +171,8 @@ class ControlNetDenoiser(UNetDenoiser):
         self.active.append([scale != 0 for scale in self.scales(call)])
         return super().__call__(x, t, call)
 
-    def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
-        if self.prepare_rows(call, rows) is self.weak:  # autoguidance's weaker model runs without the ControlNets
-            return super().forward_rows(x, t, call, rows)
+    def model_call(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
+        # (autoguidance's weaker model runs without the ControlNets: the base class runs it on text alone)
         context = self.contexts(call)[rows]
         down, mid = self.residuals(x, t, call, context, rows)
         return self.unet(
@@ -195,26 +195,19 @@ def controlnet_to_image(
     *,
     negative_prompt: str = "",
     rule: GuidanceRule,
-    steps: int = 25,
-    width: int | None = None,
-    height: int | None = None,
-    seed: int = 0,
-    num_images: int = 1,
-    scheduler: str = "ddim",
+    settings: SamplingSettings | None = None,
     generator: torch.Generator | None = None,
-    callback: Callable[[StepState], None] | None = None,
     cross_attention_kwargs: dict | None = None,
-    diagnostics: bool = True,
-    preview: Callable[[Tensor], Tensor] | None = None,
     weak: UNet2DConditionModel | None = None,
+    **sampling: Any,
 ) -> ControlNetResult:
     """Text-to-image steered by one or more ControlNets; CFG's unconditional branch is the negative prompt.
-
-    ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
-    """
+    ``settings`` (or its fields as keywords: ``steps=25, seed=0``) say how to sample."""
     if not controls:
         raise ValueError("give at least one ControlNet")
-    width, height = resolve_size(sd, width, height)
+    settings = settings_from(settings, sampling)
+    num_images = settings.num_images
+    width, height = resolve_size(sd, settings.width, settings.height)
     for spec in controls:
         if map_downsampling(spec.controlnet) != sd.vae_scale_factor:
             raise ValueError(
@@ -231,8 +224,7 @@ def controlnet_to_image(
     cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
     denoiser = ControlNetDenoiser(sd.unet, controls, batched, cond, uncond, cross_attention_kwargs)
     with map_embeddings_once([spec.controlnet for spec in controls]):
-        images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
-                                  seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                                  diagnostics=diagnostics, preview=preview, weak=weak)
+        images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), settings,
+                                  generator=generator, weak=weak)
     return ControlNetResult(images=images, result=result, truncated=truncated,
                             maps=[m[:1] for m in maps], active=denoiser.active)  # fmt: skip

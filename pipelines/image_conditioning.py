@@ -14,8 +14,7 @@ Usable from a notebook without Gradio::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -33,15 +32,16 @@ from condition.image_embed import (
 )
 from condition.images import sanitize_image
 from guidance.rules import GuidanceRule
-from guidance.sampler import ModelCall, StepState
-from models.denoisers import UNetDenoiser
-from models.loading import SDComponents
+from guidance.sampler import ModelCall
+from guidance.settings import SamplingSettings, settings_from
+from models.adapters.denoisers import UNetDenoiser
+from models.loading.sd import SDComponents
 from pipelines.text_to_image import GenerationResult, generate, latent_shape, prompt_contexts, resolve_size
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
 
-    from models.image_loading import ClipReadout, IPAdapterComponents
+    from models.loading.image import ClipReadout, IPAdapterComponents
 
 MODES = ("variations", "ip-adapter", "cross-modal")
 MAX_IMAGE_SCALE = 1.5  # IP-Adapter's image weight: 1 is its training weight, a little more is still usable
@@ -58,9 +58,8 @@ class IPAdapterDenoiser(UNetDenoiser):
         super().__init__(unet, cond, uncond)
         self.image = {"cond": image_cond, "uncond": image_uncond}
 
-    def forward_rows(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
-        if self.prepare_rows(call, rows) is self.weak:  # autoguidance's weaker model has no adapter: text only
-            return super().forward_rows(x, t, call, rows)
+    def model_call(self, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
+        # (autoguidance's weaker model has no adapter: the base class runs it on text alone)
         parts = [self.image[self.CONTEXT[b]] for b in call.branches]
         embeds = torch.cat(parts) if len(parts) > 1 else parts[0]
         return self.unet(
@@ -76,34 +75,26 @@ def variation_pixels(vsd: SDComponents, image: Image.Image) -> Tensor:
     return preprocess(image, encoder_input_size(encoder), mean, std)
 
 
-def _run(
-    sd: SDComponents, denoiser, rule: GuidanceRule, *, steps: int, width: int | None, height: int | None, seed: int,
-    num_images: int, scheduler: str, generator: torch.Generator | None, callback, diagnostics: bool,
-    preview: Callable[[Tensor], Tensor] | None = None,
-    weak: UNet2DConditionModel | None = None,
-) -> GenerationResult:
-    width, height = resolve_size(sd, width, height)
-    images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, num_images), steps=steps,
-                              seed=seed, scheduler=scheduler, generator=generator, callback=callback,
-                              diagnostics=diagnostics, preview=preview, weak=weak)
+def _run(sd: SDComponents, denoiser, rule: GuidanceRule, settings: SamplingSettings,
+         generator: torch.Generator | None, weak: UNet2DConditionModel | None = None) -> GenerationResult:
+    width, height = resolve_size(sd, settings.width, settings.height)
+    images, result = generate(sd, denoiser, rule, latent_shape(sd, width, height, settings.num_images), settings,
+                              generator=generator, weak=weak)
     return GenerationResult(images, result, [])
 
 
 @torch.no_grad()
 def from_embedding(
-    vsd: SDComponents, embedding: Tensor, *, rule: GuidanceRule, steps: int = 25, width: int | None = None,
-    height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
-    generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
-    weak: UNet2DConditionModel | None = None,
+    vsd: SDComponents, embedding: Tensor, *, rule: GuidanceRule, settings: SamplingSettings | None = None,
+    generator: torch.Generator | None = None, weak: UNet2DConditionModel | None = None, **sampling: Any,
 ) -> GenerationResult:
-    """Sample the image-variations model conditioned on one CLIP-space vector ``[1, D]`` (or ``[D]``)."""
+    """Sample the image-variations model conditioned on one CLIP-space vector ``[1, D]`` (or ``[D]``);
+    ``settings`` (or its fields as keywords) say how."""
+    settings = settings_from(settings, sampling)
     embedding = embedding.reshape(1, 1, -1).to(vsd.device, vsd.dtype)
-    cond = embedding.repeat(num_images, 1, 1)
+    cond = embedding.repeat(settings.num_images, 1, 1)
     denoiser = UNetDenoiser(vsd.unet, cond, torch.zeros_like(cond))
-    return _run(vsd, denoiser, rule, steps=steps, width=width, height=height, seed=seed, num_images=num_images,
-                scheduler=scheduler, generator=generator, callback=callback, diagnostics=diagnostics,
-                preview=preview, weak=weak)
+    return _run(vsd, denoiser, rule, settings, generator, weak)
 
 
 def variations(vsd: SDComponents, image: Image.Image | None = None, *, pixels: Tensor | None = None,
@@ -156,28 +147,24 @@ def ip_adapter_pixels(ipa: IPAdapterComponents, image: Image.Image) -> Tensor:
 @torch.no_grad()
 def ip_adapter(
     ipa: IPAdapterComponents, image: Image.Image | None, prompt: str, *, image_scale: float, negative_prompt: str = "",
-    pixels: Tensor | None = None, rule: GuidanceRule, steps: int = 25, width: int | None = None,
-    height: int | None = None, seed: int = 0, num_images: int = 1, scheduler: str = "ddim",
-    generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True, preview: Callable[[Tensor], Tensor] | None = None,
-    weak: UNet2DConditionModel | None = None,
+    pixels: Tensor | None = None, rule: GuidanceRule, settings: SamplingSettings | None = None,
+    generator: torch.Generator | None = None, weak: UNet2DConditionModel | None = None, **sampling: Any,
 ) -> GenerationResult:
     """Text + image prompt; the unconditional branch is the negative prompt with the zero image embedding."""
     if not 0.0 <= image_scale <= MAX_IMAGE_SCALE:
         raise ValueError(f"image_scale must be between 0 and {MAX_IMAGE_SCALE:g}, got {image_scale!r}")
+    settings = settings_from(settings, sampling)
     sd = ipa.sd
     if pixels is None:
         pixels = ip_adapter_pixels(ipa, image)
     emb = image_embeddings(ipa.image_encoder, pixels).to(sd.device, sd.dtype)
-    image_cond = emb.unsqueeze(1).repeat(num_images, 1, 1)
-    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
+    image_cond = emb.unsqueeze(1).repeat(settings.num_images, 1, 1)
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, settings.num_images)
     denoiser = IPAdapterDenoiser(ipa.unet, cond, uncond, image_cond, torch.zeros_like(image_cond))
     adapted = SDComponents(ipa.unet, sd.text_encoder, sd.tokenizer, sd.scheduler_config, sd.vae, sd.source)
     with ipa.lock:
         ipa.set_scale(image_scale)
-        out = _run(adapted, denoiser, rule, steps=steps, width=width, height=height, seed=seed,
-                   num_images=num_images, scheduler=scheduler, generator=generator, callback=callback,
-                   diagnostics=diagnostics, preview=preview, weak=weak)
+        out = _run(adapted, denoiser, rule, settings, generator, weak)
     out.truncated = truncated
     return out
 

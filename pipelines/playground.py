@@ -5,17 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from matplotlib.axes import Axes
-from PIL import Image
 
 from guidance.rules import RULE_NAMES, GuidanceRule
 from guidance.sampler import ClassifierGuidance, Denoiser, SampleResult, StepState, initial_noise, sample
-from models.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, degraded, exact_classifier
+from models.architectures.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, degraded, exact_classifier
 from models.runtime import cpu_generator
-from pipelines.plots import figure_to_image, subplots
 
 GUIDANCE_MODES = (*RULE_NAMES, "classifier")
 SAMPLERS = ("ddpm", "ddim")
@@ -59,7 +55,7 @@ def run_playground(
     ``"classifier"``: the unconditional model plus the exact ∇ log p_t(c | x), scaled by ``scale``.
 
     ``denoiser`` replaces the exact ε by another model of the same world with the same interface (the learned
-    networks of ``pipelines.puncond``): same loop, scheduler, noise and statistics, so runs compare sample by sample.
+    networks of ``experiments.puncond``): same loop, scheduler, noise and statistics, so runs compare sample by sample.
     """
     if guidance not in GUIDANCE_MODES:
         raise ValueError(f"guidance must be one of {GUIDANCE_MODES}; got {guidance!r}")
@@ -82,16 +78,19 @@ def run_playground(
         denoiser_call = _unconditional(GMMDenoiser(mixture, label, alpha_bars))
     else:
         rule = GuidanceRule(guidance, float(scale), **options)
-        if rule.options["pag_scale"] or rule.options["threshold"]:
-            raise ValueError("the 2D playground has exact scores, no attention layers or pixels: PAG and "
-                             "thresholding do not apply (set pag_scale and threshold to 0)")
+        needing = [m for m in rule.modifiers if any(p.needs for p in m.params)]
+        if needing:
+            names = " and ".join(m.label or m.name for m in needing)
+            raise ValueError(f"the 2D playground has exact scores, no attention layers or pixels: {names} "
+                             f"{'do' if len(needing) > 1 else 'does'} not apply here (switch "
+                             f"{' and '.join(m.params[0].name for m in needing)} off)")
         classifier = None
         weak = degraded(mixture) if rule.uncond_branch == "weak" else None  # autoguidance's "bad version"
         denoiser_call = denoiser if denoiser is not None else GMMDenoiser(mixture, label, alpha_bars, weak=weak)
 
     generator = cpu_generator(seed)
     noise = initial_noise((int(num_samples), 2), generator, torch.device("cpu"), torch.float64)
-    result = sample(denoiser_call, scheduler, noise, rule, num_steps=int(steps), classifier=classifier,
+    result = sample(denoiser_call, scheduler, noise, rule, steps=int(steps), classifier=classifier,
                     generator=generator, callback=callback)
     samples = result.sample
     return PlaygroundRun(samples, result, mixture, label, sample_stats(samples, mixture, label))
@@ -130,42 +129,3 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
 
 
-def plot_playground(run: PlaygroundRun, guidance: str, scale: float) -> Image.Image:
-    """Samples over the contours of the sharpened target p(x) p(c | x)^w at t = 0, and the Δ norms."""
-    fig, (ax, ax2) = subplots(2, (10, 4.4), width_ratios=[1.15, 1])
-    w = 1.0 if guidance == "none" else float(scale)
-    name = run.mixture.class_names[run.label]
-    draw_samples(ax, run.mixture, run.samples, run.label, w,
-                 f"{guidance} w={scale:g}, target {name!r}: contours of p(x) p(c|x)^{w:g}")
-    steps = np.arange(len(run.result.trace))
-    if run.result.trace and "delta_par" in run.result.trace[0]:
-        ax2.plot(steps, run.result.series("delta_par").mean(1), label="‖Δ∥‖ (along basis)")
-        ax2.plot(steps, run.result.series("delta_perp").mean(1), label="‖Δ⊥‖ (across)")
-        ax2.set_title("guidance direction Δ = c − u per step (mean over samples)", fontsize=9)
-    elif run.result.trace and "log_prob" in run.result.trace[0]:
-        ax2.plot(steps, run.result.series("log_prob").mean(1), label="mean log p_t(c | x_t)")
-        ax2.set_title("exact classifier log-probability per step", fontsize=9)
-    ax2.set_xlabel("step")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    return figure_to_image(fig)
-
-
-def draw_samples(ax: Axes, mixture: GaussianMixture2D, samples: torch.Tensor, label: int, w: float,
-                 title: str, extent: float = 4.0) -> None:
-    """Samples coloured by the class of their nearest component, over the contours of p(x) p(c | x)^w at t = 0,
-    in the square [−extent, extent]²."""
-    grid = torch.linspace(-extent, extent, 160, dtype=torch.float64)
-    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
-    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
-    log_target = mixture.log_density(pts) + w * mixture.class_log_prob(pts, 1.0, label)
-    z = (log_target - log_target.max()).exp().reshape(gx.shape).numpy()
-    ax.contourf(gx.numpy(), gy.numpy(), z, levels=12, cmap="Greys")
-    colours = np.array(["#d62728", "#2ca02c", "#1f77b4"])
-    cls = mixture.labels[mixture.nearest_component(samples)].numpy()
-    pts_np = samples.numpy()
-    ax.scatter(pts_np[:, 0], pts_np[:, 1], s=3, c=colours[cls % 3], alpha=0.6)
-    ax.set_xlim(-extent, extent)
-    ax.set_ylim(-extent, extent)
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)

@@ -8,7 +8,7 @@ rule below guides each row with its own scale and rule, so a sweep costs one loo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -17,10 +17,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from guidance.rules import METHODS, SCALE, GuidanceRule, GuideStep, guide
+from guidance.rules import METHODS, SCALE, GuidanceRule, GuideStep, RunFacts, guide
 from guidance.sampler import SampleResult, StepState
-from models.denoisers import UNetDenoiser
-from models.loading import SDComponents
+from guidance.settings import SamplingSettings, settings_from
+from models.adapters.denoisers import UNetDenoiser
+from models.loading.sd import SDComponents
 from models.runtime import cpu_generator
 from pipelines.text_to_image import generate, latent_shape, prompt_contexts, resolve_size, to_pil
 
@@ -122,39 +123,42 @@ class PerRowRule:
     def basis(self) -> str:
         return dict(self.options).get("basis", "uncond")
 
+    def branch_options(self) -> dict[str, Any]:
+        return self._first.branch_options()
+
+    def scheduler_options(self) -> dict[str, Any]:
+        return self._first.scheduler_options()
+
+    def check(self, facts: RunFacts) -> None:
+        for name, scale in dict(zip(self.names, self.scales, strict=True)).items():
+            self.rule(name, scale).check(facts)
+
     @property
     def formula(self) -> str:
         first = dict(zip(self.names, self.scales, strict=True))
         return "; ".join(f"{name}: {self.rule(name, scale).formula}" for name, scale in first.items())
 
-    def apply(
-        self,
-        eps_uncond: Tensor | None,
-        eps_cond: Tensor,
-        x_t: Tensor | None = None,
-        alpha_bar: Tensor | float | None = None,
-        *,
-        step: GuideStep | None = None,
-        state: dict | None = None,
-        eps_perturbed: Tensor | None = None,
-    ) -> Tensor:
-        if step is not None and not self._first.active_at(step.index, step.num_steps):
+    def guide_step(self, predictions: Mapping[str, Tensor], x_t: Tensor, alpha_bar: Tensor, step: GuideStep,
+                   state: dict) -> Tensor:
+        """Each group of rows that shares a method guided together, with a per-row scale tensor."""
+        eps_cond = predictions["cond"]
+        if not self._first.active_at(step.index, step.num_steps):
             return eps_cond  # outside the guidance interval every row takes the conditional prediction alone
+        eps_uncond = predictions.get(self.uncond_branch)
         if eps_uncond is None:
             raise ValueError("the sweep needs the unconditional prediction")
         if eps_cond.shape[0] != len(self.names):
             raise ValueError(f"batch of {eps_cond.shape[0]} rows for {len(self.names)} sweep cells")
-        state = {} if state is None else state
+        extra = {k: v for k, v in predictions.items() if k not in ("cond", self.uncond_branch)}
         out = torch.empty_like(eps_cond)
         shape = (-1,) + (1,) * (eps_cond.ndim - 1)
         for name in dict.fromkeys(self.names):
             rows = torch.tensor([n == name for n in self.names], device=eps_cond.device)
             scale = torch.tensor([s for n, s in zip(self.names, self.scales, strict=True) if n == name],
                                  dtype=eps_cond.dtype, device=eps_cond.device).reshape(shape)
-            out[rows] = guide(eps_uncond[rows], eps_cond[rows], self.rule(name, 1.0),
-                              x_t=None if x_t is None else x_t[rows], alpha_bar=alpha_bar, scale=scale, step=step,
-                              state=state.setdefault(name, {}),
-                              eps_perturbed=None if eps_perturbed is None else eps_perturbed[rows])
+            out[rows] = guide(eps_uncond[rows], eps_cond[rows], self.rule(name, 1.0), x_t=x_t[rows],
+                              alpha_bar=alpha_bar, scale=scale, step=step, state=state.setdefault(name, {}),
+                              extra={k: v[rows] for k, v in extra.items()})
         return out
 
 
@@ -175,23 +179,19 @@ def guidance_sweep(
     negative_prompt: str = "",
     rules: tuple[str, ...] = SWEEP_RULES,
     options: dict[str, Any] | None = None,
-    steps: int = 25,
-    width: int | None = None,
-    height: int | None = None,
-    seed: int = 0,
-    scheduler: str = "ddim",
-    callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True,
-    preview: Callable[[Tensor], Tensor] | None = None,
+    settings: SamplingSettings | None = None,
     weak: UNet2DConditionModel | None = None,
+    **sampling: Any,
 ) -> SweepResult:
     """Every (rule, scale) cell from the same seed: the rules that evaluate the same branches in one batched run
     of the sampler loop (autoguidance, whose u comes from another model, in a run of its own).
 
-    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …). ``result``
-    is the first run's trace.
+    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …); ``settings``
+    (or its fields as keywords) say how to sample (``num_images`` is one per cell). ``result`` is the first run's
+    trace.
     """
-    width, height = resolve_size(sd, width, height)
+    settings = settings_from(settings, sampling)
+    width, height = resolve_size(sd, settings.width, settings.height)
     cells = [(r, float(s)) for r in rules for s in scales]
     groups: dict[str, list[int]] = {}
     for k, (rule_name, _) in enumerate(cells):
@@ -206,8 +206,8 @@ def guidance_sweep(
             grid = canvas.setdefault("rgb", torch.full((len(cells), *state.rgb.shape[1:]), -1.0,
                                                        dtype=state.rgb.dtype, device=state.rgb.device))
             grid[rows] = state.rgb
-        callback(replace(state, step_index=run * state.num_steps + state.step_index,
-                         num_steps=state.num_steps * len(groups), rgb=canvas.get("rgb")))
+        settings.callback(replace(state, step_index=run * state.num_steps + state.step_index,
+                                  num_steps=state.num_steps * len(groups), rgb=canvas.get("rgb")))
 
     for run, rows in enumerate(groups.values()):
         n = len(rows)
@@ -215,13 +215,12 @@ def guidance_sweep(
         rule = PerRowRule(tuple(cells[k][0] for k in rows), tuple(cells[k][1] for k in rows),
                           tuple((options or {}).items()))
         # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
-        generators = [cpu_generator(seed) for _ in range(n)]
+        generators = [cpu_generator(settings.seed) for _ in range(n)]
+        run_settings = settings.replace(
+            num_images=n, callback=partial(whole_sweep, rows=rows, run=run) if settings.callback else None)
         run_images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule,
-                                      latent_shape(sd, width, height, n), steps=steps, scheduler=scheduler,
-                                      generator=generators,
-                                      callback=partial(whole_sweep, rows=rows, run=run) if callback else None,
-                                      diagnostics=diagnostics,
-                                      preview=preview, weak=weak)
+                                      latent_shape(sd, width, height, n), run_settings, generator=generators,
+                                      weak=weak)
         if images is None:
             images = torch.empty((len(cells), *run_images.shape[1:]), dtype=run_images.dtype)
         images[rows] = run_images

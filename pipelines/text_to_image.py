@@ -4,25 +4,25 @@ Usable from a notebook without Gradio::
 
     sd = load_sd("stable-diffusion-v1-5/stable-diffusion-v1-5")  # or a local folder
     out = text_to_image(sd, "a red circle", rule=GuidanceRule("perp-cfg", 7.5), steps=25, seed=0)
+    out = text_to_image(sd, "a red circle", rule=rule, settings=SamplingSettings(steps=25, seed=0))  # the same
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from condition.text import encode_prompts
-from guidance.rules import RULE_PARAMS, GuidanceRule
-from guidance.sampler import SampleResult, StepState, initial_noise, sample
-from models.denoisers import UNetDenoiser
-from models.loading import SDComponents
-from models.pag import perturbed_attention
+from guidance.rules import GuidanceRule, Rule, RunFacts
+from guidance.sampler import SampleResult, initial_noise, sample
+from guidance.settings import SamplingSettings, settings_from
+from models.adapters.denoisers import UNetDenoiser
+from models.loading.sd import SDComponents
 from models.runtime import cpu_generator, row_budget
 from pipelines.attention import AttentionStore, RowMarkingDenoiser, computing_attention, recording
 from pipelines.schedulers import make_scheduler, step_kwargs_for
@@ -84,48 +84,39 @@ def text_to_image(
     *,
     negative_prompt: str = "",
     rule: GuidanceRule,
-    steps: int = 25,
-    width: int | None = None,
-    height: int | None = None,
-    seed: int = 0,
-    num_images: int = 1,
-    scheduler: str = "ddim",
+    settings: SamplingSettings | None = None,
     generator: torch.Generator | None = None,
-    callback: Callable[[StepState], None] | None = None,
     cross_attention_kwargs: dict | None = None,
     attention: bool = False,
-    diagnostics: bool = True,
-    preview: Callable[[Tensor], Tensor] | None = None,
     weak: UNet2DConditionModel | None = None,
     attention_kind: str | None = None,
+    **sampling: Any,
 ) -> GenerationResult:
-    """Sample ``num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
+    """Sample ``settings.num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
 
-    ``attention=True`` also records the conditional branch's cross-attention maps
-    (:mod:`pipelines.attention`); otherwise the UNet runs with its own processors untouched.
-    ``attention_kind`` ("sdpa" or "materialised") sets how every attention layer of the UNet (and of ``weak``)
-    computes for this run only (:func:`pipelines.attention.computing_attention`); None keeps the processors they have.
-    ``diagnostics=False`` skips the per-step ‖Δ∥‖/‖Δ⊥‖ trace (for benchmarks against diffusers).
+    ``settings`` (or its fields as keywords: ``steps=25, seed=0``) say how to sample. ``attention=True`` also
+    records the conditional branch's cross-attention maps (:mod:`pipelines.attention`); otherwise the UNet runs
+    with its own processors untouched. ``attention_kind`` ("sdpa" or "materialised") sets how every attention layer
+    of the UNet (and of ``weak``) computes for this run only (:func:`pipelines.attention.computing_attention`).
     """
-    width, height = resolve_size(sd, width, height)
-    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, num_images)
-    shape = latent_shape(sd, width, height, num_images)
-    store = AttentionStore(num_images, shape[2], shape[3]) if attention else None
+    settings = settings_from(settings, sampling)
+    width, height = resolve_size(sd, settings.width, settings.height)
+    cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, settings.num_images)
+    shape = latent_shape(sd, width, height, settings.num_images)
+    store = AttentionStore(settings.num_images, shape[2], shape[3]) if attention else None
     if store is not None:
         denoiser = RowMarkingDenoiser(store, sd.unet, cond, uncond, cross_attention_kwargs)
     else:
         denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
-    # Outermost the kind, then the recorder around it, then (inside generate) PAG's perturbed layers around that:
-    # each wraps what the previous one installed, and each restores it on the way out, errors included.
+    # Outermost the kind, then the recorder around it (PAG's perturbed layers go around each call inside): each
+    # wraps what the previous one installed, and each restores it on the way out, errors included.
     with ExitStack() as installed:
         if attention_kind is not None:
             for unet in filter(None, (sd.unet, weak)):
                 installed.enter_context(computing_attention(unet, attention_kind))
         if store is not None:
             installed.enter_context(recording(sd.unet, store))
-        images, result = generate(sd, denoiser, rule, shape, steps=steps, seed=seed, scheduler=scheduler,
-                                  generator=generator, callback=callback, diagnostics=diagnostics, preview=preview,
-                                  weak=weak)
+        images, result = generate(sd, denoiser, rule, shape, settings, generator=generator, weak=weak)
     maps = store.maps() if store is not None else None
     return GenerationResult(images, result, truncated, maps, attention_kind)
 
@@ -153,58 +144,24 @@ def prompt_contexts(
 def generate(
     sd: SDComponents,
     denoiser,
-    rule,
+    rule: Rule,
     shape: tuple[int, ...],
+    settings: SamplingSettings,
     *,
-    steps: int,
-    seed: int = 0,
-    scheduler: str = "ddim",
     generator: torch.Generator | list[torch.Generator] | None = None,
-    callback: Callable[[StepState], None] | None = None,
-    diagnostics: bool = True,
-    preview: Callable[[Tensor], Tensor] | None = None,
     weak: UNet2DConditionModel | None = None,
 ) -> tuple[Tensor, SampleResult]:
     """Noise from the seed, the one sampler loop with a fresh scheduler, then decoding: shared by every SD tab.
 
-    ``preview`` decodes the predicted x0 for the step callback and the saturation diagnostics
-    (``models.preview``); it reads the trajectory and never changes it. ``weak`` is autoguidance's weaker
-    model. A rule with PAG on gets its perturbed self-attention layers installed for the run; a rule with
-    dynamic thresholding gets a DDIM/DDPM scheduler that thresholds x̂0 (pixel-space models only).
+    ``weak`` is autoguidance's weaker model. The rule is checked against the run first (its scheduler, the model's
+    space), and what its modifiers ask of the scheduler (dynamic thresholding) goes into the fresh scheduler.
     """
-    sched = make_scheduler(scheduler, sd.scheduler_config, **thresholding(rule, scheduler, pixel_space=sd.vae is None))
-    generator = generator or cpu_generator(seed)
+    pixel_space = sd.vae is None
+    rule.check(RunFacts(settings.scheduler, pixel_space, settings.ddim_eta))
+    sched = make_scheduler(settings.scheduler, sd.scheduler_config, **rule.scheduler_options())
+    generator = generator or cpu_generator(settings.seed)
     noise = initial_noise(shape, generator, sd.device, sd.dtype)
     denoiser.weak = weak
-    pag = rule_option(rule, "pag_scale")
-    with perturbed_attention(denoiser.unet, rule_option(rule, "pag_layers")) if pag else nullcontext([]) as layers:
-        denoiser.pag = layers
-        result = sample(
-            denoiser, sched, noise, rule, num_steps=steps, generator=generator, callback=callback,
-            step_kwargs=step_kwargs_for(sched, pixel_space=sd.vae is None), diagnostics=diagnostics, preview=preview,
-        )
+    result = sample(denoiser, sched, noise, rule, settings, generator=generator,
+                    step_kwargs=step_kwargs_for(sched, pixel_space=pixel_space))
     return decode(sd, result.sample), result
-
-
-def rule_option(rule, name: str):
-    """A guidance option of a rule (``GuidanceRule``) or a sweep's per-row rule (its shared options)."""
-    options = rule.options if isinstance(rule.options, dict) else dict(rule.options)
-    return options.get(name, RULE_PARAMS[name].default)
-
-
-def thresholding(rule, scheduler: str, pixel_space: bool) -> dict:
-    """Scheduler options for the rule's dynamic thresholding (Imagen): s = max(1, p-th percentile of |x̂0|) per
-    sample, x̂0 clipped to [−s, s] and divided by s.
-
-    Imagen puts no upper bound on s, so ``sample_max_value`` is ∞: at diffusers' default of 1 the clamp makes s = 1
-    always, and dynamic thresholding is plain clipping (the toy evaluation drew identical images with and without).
-    """
-    ratio = rule_option(rule, "threshold")
-    if not ratio:
-        return {}
-    if scheduler not in ("ddim", "ddpm"):
-        raise ValueError(f"dynamic thresholding (threshold > 0) works with the ddim and ddpm schedulers, not "
-                         f"{scheduler}")
-    if not pixel_space:
-        raise ValueError("dynamic thresholding clamps pixels: this model works in latent space, so set threshold = 0")
-    return {"thresholding": True, "dynamic_thresholding_ratio": ratio, "sample_max_value": float("inf")}

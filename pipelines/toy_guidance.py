@@ -25,12 +25,12 @@ from torch import Tensor, nn
 
 from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierGuidance, SampleResult, sample
-from models.adm_sampling import ADMClassifierLogProb
-from models.denoisers import UNetDenoiser
-from models.loading import SDComponents, load_role_sd
+from models.adapters.adm_sampling import ADMClassifierLogProb
+from models.adapters.denoisers import UNetDenoiser
+from models.loading.sd import SDComponents, load_role_sd
+from models.loading.toy_classifier import LabelledClassifier, load_labelled_classifier
 from models.profiles import Profile
 from models.runtime import Runtime, pick_runtime
-from models.toy_classifier import LabelledClassifier, load_labelled_classifier
 from pipelines.schedulers import make_scheduler, step_kwargs_for
 from pipelines.text_to_image import prompt_contexts
 
@@ -69,7 +69,7 @@ class ToySampling:
         return torch.arange(self.scheduler.config.num_train_timesteps)
 
     def run(self, noise: Tensor, *, generator: torch.Generator | None = None, **kwargs: Any) -> SampleResult:
-        return sample(self.denoiser, self.scheduler, noise, GuidanceRule("none"), num_steps=self.num_steps,
+        return sample(self.denoiser, self.scheduler, noise, GuidanceRule("none"), steps=self.num_steps,
                       classifier=self.classifier, generator=generator, step_kwargs=self.step_kwargs,
                       **kwargs)  # fmt: skip
 

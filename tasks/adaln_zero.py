@@ -1,6 +1,6 @@
 """``/adaln_zero``: why DiT zero-initialises its AdaLN modulation, measured on a fresh diffusers DiT block.
 
-The AdaLN analogue of ``/zero_conv`` (``pipelines.adaln_zero`` states the three facts and the formulas). No model is
+The AdaLN analogue of ``/zero_conv`` (``experiments.adaln_zero`` states the three facts and the formulas). No model is
 loaded: a fresh block is built, measured and trained for a few SGD steps on the CPU in float32, in well under a
 second at the defaults.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from pipelines.adaln_zero import CHUNKS, GATES, AdalnZeroReport, InitRun, adaln_zero_analysis, plot_adaln_zero
+from experiments.adaln_zero import CHUNKS, GATES, AdalnZeroReport, InitRun, adaln_zero_analysis, plot_adaln_zero
 from tasks import fields as F
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 

@@ -1,7 +1,7 @@
 """``/attention_binding``: does each colour and shape word attend to its own object? Measured per step and layer.
 
 In the toy profile the model draws the shapes world, so each named object gets a mask read off the sample itself (its
-pixels of the named colour; the prompt's layout as fallback, ``pipelines.binding_masks``) and every word's
+pixels of the named colour; the prompt's layout as fallback, ``experiments.binding_masks``) and every word's
 cross-attention mass is split into own object / other object / background, with a binding accuracy (own > other).
 A real model has no such masks: each word's share of the attention and its maps only.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from models.loading import load_role_sd
-from models.profiles import Profile
-from pipelines.attention_binding import attention_binding, prompt_words
-from pipelines.binding_report import (
+from experiments.attention_binding import attention_binding, prompt_words
+from experiments.binding_report import (
     accuracy_table,
     plot_maps,
     plot_shares,
@@ -21,6 +19,8 @@ from pipelines.binding_report import (
     word_samples,
     words_table,
 )
+from models.loading.sd import load_role_sd
+from models.profiles import Profile
 from tasks import fields as F
 from tasks.common import images_field, is_toy, steps_field
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext

@@ -2,7 +2,7 @@
 
 The analytic rows come from walking the profile's UNet (its config, on the meta device) at each asked resolution;
 the measured rows run the largest layer of each kind through the materialised and the fused attention on the
-runtime's device (``pipelines.attention_cost`` explains both and how peak memory is read).
+runtime's device (``experiments.attention_cost`` explains both and how peak memory is read).
 """
 
 from __future__ import annotations
@@ -11,24 +11,20 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from models.loading import load_role_sd, local_unet_config
-from models.profiles import Profile
-from pipelines.attention_cost import (
+from experiments.attention_cost import (
     CFG_BATCH,
-    PROCESSORS,
-    free_memory_bytes,
-    human_bytes,
-    layer_table,
     lecture_numbers,
-    measure_kinds,
-    measurement_table,
     model_factor,
-    plot_attention_cost,
     slopes,
     step_totals,
-    totals_table,
     unet_attention_layers,
 )
+from experiments.attention_report import layer_table, measurement_table, plot_attention_cost, totals_table
+from experiments.attention_timing import free_memory_bytes, measure_kinds
+from models.loading.sd import load_role_sd, local_unet_config
+from models.profiles import Profile
+from pipelines.attention import PROCESSORS
+from reporting.formats import human_bytes
 from tasks import fields as F
 from tasks.common import is_toy
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext

@@ -1,7 +1,7 @@
 """``/class_cfg``: class-conditional sampling with CFG (or any two-branch rule of the registry) on a DiT.
 
 Full: ``facebook/DiT-XL-2-256`` on ImageNet's 1000 classes (the same picker as ``/classifier_guidance``). Toy: a DiT
-trained here on the shapes world's 24 (colour, shape) classes with label dropout (``scripts/train_toy_dit.py``).
+trained here on the shapes world's 24 (colour, shape) classes with label dropout (``scripts/train/toy_dit.py``).
 """
 
 from __future__ import annotations
@@ -13,21 +13,28 @@ from typing import Any
 
 from condition.labels import check_class_id, class_id_in, display_name, display_names, resolve_class
 from guidance.rules import METHODS, RULE_NAMES, rule_from
-from models.dit_loading import ROLE, class_names_from_index, load_dit, local_dit_index
-from models.loading import is_pixel_space
+from models.loading.dit import ROLE, class_names_from_index, load_dit, local_dit_index
+from models.loading.sd import is_pixel_space
 from models.profiles import Profile
 from pipelines.class_cfg import CLIP_HELP, CLIP_MODES, OWN, SCHEDULER_CHOICES, check_clip_mode, class_cfg_sample
-from pipelines.plots import plot_diagnostics
 from pipelines.text_to_image import to_pil
+from reporting.plots import plot_diagnostics
 from tasks import fields as F
-from tasks.common import check_guidance, guidance_fields, images_field, steps_field
+from tasks.common import (
+    check_guidance,
+    evaluations_per_step,
+    guidance_fields,
+    images_field,
+    sampling_settings,
+    steps_field,
+)
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 DEFAULT_IMAGENET_CLASS = 207  # golden retriever, as in the classifier-guidance tab
 # Two predictions per step, both from the DiT: autoguidance needs a weaker DiT and PAG a UNet's layer names.
 DIT_RULES = tuple(name for name in RULE_NAMES if METHODS[name].uncond_branch in ("uncond", "cond"))
 # A DiT-XL/2 forward at 256² (119 GFLOPs, DiT paper Table 4) costs about what SD 1.5's UNet spends on this many
-# megapixels; scripts/gpu_check.py measures the real figure on a GPU.
+# megapixels; scripts/tools/gpu_check.py measures the real figure on a GPU.
 DIT_MEGAPIXEL_EQUIVALENT = 0.3
 
 
@@ -114,9 +121,8 @@ def check_rule(params: Params, profile: Profile) -> None:
 
 
 def cost(params: Params) -> float:
-    branches = 2 if params.guidance != "none" else 1
     per_image = DIT_MEGAPIXEL_EQUIVALENT if params.image_size >= 256 else params.image_size**2 / 1e6
-    return params.steps * per_image * params.num_images * branches
+    return params.steps * per_image * params.num_images * evaluations_per_step(params)
 
 
 CLASS_CFG_SPEC = EndpointSpec(
@@ -128,7 +134,7 @@ CLASS_CFG_SPEC = EndpointSpec(
         F.integer("class_id", -1, -1, lambda p: num_classes(p) - 1,
                   lambda p: f"or class id 0–{num_classes(p) - 1} (−1 = use the name)", widget="number",
                   optional=True),
-        *(f for f in guidance_fields(4.0, names=DIT_RULES) if not f.name.startswith("pag_")),
+        *guidance_fields(4.0, names=DIT_RULES, lacks=("attention",)),  # PAG names a UNet's self-attention layers
         steps_field(),
         F.choice("scheduler", OWN, SCHEDULER_CHOICES, "scheduler (own = the model's scheduler_config.json)",
                  widget="dropdown"),
@@ -155,9 +161,8 @@ def run_class_cfg(params: Params, ctx: TaskContext) -> dict:
         ctx.note("this DiT's model_index.json has no id2label: classes are shown by number")
     rule = rule_from(params)
     with ctx.section("sample"):
-        out = class_cfg_sample(dit, class_id=params.class_id, rule=rule, steps=params.steps,
-                               scheduler=params.scheduler, seed=params.seed, num_images=params.num_images,
-                               clip_sample=params.clip_sample, callback=ctx.steps())
+        out = class_cfg_sample(dit, class_id=params.class_id, rule=rule, clip_sample=params.clip_sample,
+                               settings=sampling_settings(params, ctx))
     model_id = ctx.profile.display_source(ROLE)
     label = dit.label(params.class_id)
     gallery = [(ctx.stamp(to_pil(img), model_id=model_id, index=i), f"{label} · seed {params.seed} · #{i}")

@@ -9,14 +9,13 @@ from typing import Any
 from PIL import Image
 
 from condition.labels import class_id_in, display_name, display_names, resolve_class
-from models.adm_loading import CHOICES, ModelChoice, load_adm_pair, role_spec
-from models.clean_classifier import clean_classifier_missing
-from models.loading import sd_native_size
+from models.loading.adm import CHOICES, ModelChoice, load_adm_pair, role_spec
+from models.loading.sd import sd_native_size
+from models.loading.toy_classifier import class_names_in
 from models.profiles import Profile
-from models.toy_classifier import class_names_in
 from pipelines.classifier_guidance import SAMPLERS, classifier_guided_sample, parse_steps
-from pipelines.plots import plot_log_prob
 from pipelines.toy_guidance import load_toy_guided
+from reporting.plots import plot_log_prob
 from tasks import fields as F
 from tasks.common import images_field
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
@@ -26,10 +25,10 @@ DEFAULT_CLASS = 207  # golden retriever: a class every ImageNet model knows well
 TOY_ROLE = "classifier_noise_aware"
 TOY_CHOICES = {"toy": ModelChoice("", "", 10.0, "toy 32×32 UNet (empty prompt) + noise-aware world classifier")}
 # A respaced step costs one UNet call plus a classifier forward and backward pass (measured ≈ 1:1 on the golden
-# pair, scripts/benchmark_cg.py); compare_clean runs the whole thing twice.
+# pair, scripts/bench/classifier_guidance.py); compare_clean runs the whole thing twice.
 CLASSIFIER_COST = 1.0
 # ADM works in pixel space: one forward at 64² / 256² costs about what SD 1.5 spends on this many megapixels of
-# output (an estimate from the parameter counts and feature-map sizes; scripts/gpu_check.py measures it on a GPU).
+# output (an estimate from the parameter counts and feature-map sizes; scripts/tools/gpu_check.py measures it on a GPU).
 ADM_MEGAPIXEL_EQUIVALENT = {64: 0.13, 256: 0.52}
 
 
@@ -69,8 +68,6 @@ def resolve(params: Params, profile: Profile) -> Mapping[str, Any]:
     if size * size > limits.max_pixels:
         raise ValueError(f"the {params.model} model makes {size}×{size} images; this server allows "
                          f"{limits.max_pixels} pixels per image")
-    if params.compare_clean and not toy and (missing := clean_classifier_missing()):
-        raise ValueError(missing)  # before any model loads, like every other refusal
     label = names[target] if toy else display_name(target)
     return dict(class_name=label, class_id=target, steps=respacing, kept_steps=kept, image_size=size)
 

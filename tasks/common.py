@@ -6,9 +6,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE, rule_from
-from models.loading import AUTOGUIDE_ROLE, is_pixel_space, load_autoguide, sd_native_size
-from models.preview import PREVIEW_ROLE, PreviewDecoder, preview_decoder
+from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE, RunFacts, rule_from
+from guidance.settings import SamplingSettings
+from models.adapters.preview import PREVIEW_ROLE, PreviewDecoder, preview_decoder
+from models.loading.sd import AUTOGUIDE_ROLE, is_pixel_space, load_autoguide, sd_native_size
 from models.profiles import ROOT
 from pipelines.schedulers import SCHEDULERS
 from tasks import fields as F
@@ -17,7 +18,7 @@ from tasks.fields import Field
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
 
-    from models.loading import SDComponents
+    from models.loading.sd import SDComponents
     from models.profiles import Profile
     from tasks.spec import Params
 
@@ -66,7 +67,7 @@ def is_toy(profile: Profile) -> bool:
 
 
 def toy_example(name: str) -> str:
-    """A shapes-world input shipped for the toy profile's examples (``scripts/make_toy_examples.py``)."""
+    """A shapes-world input shipped for the toy profile's examples (``scripts/tools/make_toy_examples.py``)."""
     return str(TOY_EXAMPLES / f"{name}.png")
 
 
@@ -84,13 +85,14 @@ def prompt_fields(default: str = "", label: str = "prompt") -> tuple[Field, Fiel
 
 
 def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...] = RULE_NAMES,
-                    with_rule: bool = True, scores_only: bool = False) -> tuple[Field, ...]:
+                    with_rule: bool = True, lacks: tuple[str, ...] = ()) -> tuple[Field, ...]:
     """``guidance`` (a rule of the registry) and every parameter the registry's rules take, with their bounds.
 
-    ``scores_only``: leave out what needs a network's attention layers or pixels (the 2D playground)."""
+    ``lacks``: what the endpoint's model does not offer ("attention" layers PAG perturbs, "pixels" to threshold):
+    the parameters that need it are left out."""
     out = [F.choice("guidance", "cfg", names, "guidance")] if with_rule else []
     for p in RULE_PARAMS.values():
-        if scores_only and p.needs:
+        if p.needs and p.needs in lacks:
             continue
         if p.choices:
             out.append(F.choice(p.name, p.default, p.choices, p.label))
@@ -120,9 +122,16 @@ def images_field() -> Field:
     return F.integer("num_images", 1, 1, lambda profile: profile.limits.max_images, "images", quick=1)
 
 
+def ddim_eta_field() -> Field:
+    return F.number("ddim_eta", 0.0, 0.0, 1.0, "DDIM η (0 = deterministic)", step=0.05, variants=(1.0,),
+                    info="DDIM's noise per step (Song et al. 2021): 0 is the deterministic DDIM sampler, 1 adds the "
+                         "DDPM posterior's noise; the ddim scheduler only")
+
+
 def sampling_fields(role: str, *, num_images: bool = True) -> tuple[Field, ...]:
-    """steps, width, height, seed, scheduler (and num_images): every SD-style endpoint's sampling settings."""
-    out = (steps_field(), *size_fields(role), F.seed(), scheduler_field())
+    """steps, width, height, seed, scheduler, DDIM η (and num_images): every SD-style endpoint's sampling
+    settings, the fields of :class:`~guidance.settings.SamplingSettings`."""
+    out = (steps_field(), *size_fields(role), F.seed(), scheduler_field(), ddim_eta_field())
     return (*out, images_field()) if num_images else out
 
 
@@ -136,21 +145,20 @@ def check_pixels(params: Params, profile: Profile) -> None:
 
 
 def check_guidance(params: Params, profile: Profile, role: str = "sd") -> None:
-    """The rule as a whole (its parameters together), and what it needs from the scheduler, the model and the
-    profile: refused before any model work with a message that says what to change."""
+    """The rule as a whole (its parameters together), and what it and its modifiers need from the scheduler, the
+    model and the profile: refused before any model work with a message that says what to change."""
     rule = rule_from(params)
-    scheduler = params.get("scheduler", "ddim")
-    if rule.needs_ddim and scheduler != "ddim":
-        raise ValueError(f"{rule.name} rewrites the DDIM step: set scheduler to ddim (got {scheduler})")
-    if rule.options["threshold"]:
-        if scheduler not in ("ddim", "ddpm"):
-            raise ValueError(f"dynamic thresholding (threshold > 0) needs the ddim or ddpm scheduler, got {scheduler}")
-        if not is_pixel_space(profile, role):
-            raise ValueError("dynamic thresholding clamps pixels, and this profile's model works in latent space: "
-                             "set threshold to 0")
+    rule.check(RunFacts(params.get("scheduler", "ddim"), is_pixel_space(profile, role), params.get("ddim_eta", 0.0)))
     if rule.uncond_branch == "weak" and not profile.has(AUTOGUIDE_ROLE):
         raise ValueError(f"autoguidance needs a weaker version of the model: the profile '{profile.name}' names no "
                          f"'{AUTOGUIDE_ROLE}' role (add {AUTOGUIDE_ROLE} = \"/folder/with/unet\" to its TOML)")
+
+
+def check_sampler(params: Params, profile: Profile) -> None:
+    """Sampler settings that only make sense together (DDIM's η with the DDIM scheduler)."""
+    if params.get("ddim_eta") and params.get("scheduler", "ddim") != "ddim":
+        raise ValueError(f"ddim_eta is DDIM's noise level: set scheduler to ddim, or ddim_eta to 0 (got scheduler "
+                         f"{params['scheduler']})")
 
 
 def guidance_roles(params: Params, profile: Profile) -> tuple[str, ...]:
@@ -163,9 +171,21 @@ def load_weak(params: Params, ctx) -> UNet2DConditionModel | None:
     return load_autoguide(ctx.profile, ctx.runtime) if rule_from(params).uncond_branch == "weak" else None
 
 
-def sd_cost(params: Params, branches: int = 2, rows: int | None = None) -> float:
-    """Megapixel-steps of UNet work: steps × pixels × batch rows × model branches (CFG evaluates two)."""
+def sd_cost(params: Params, rows: int | None = None) -> float:
+    """Megapixel-steps of UNet work: steps × pixels × batch rows × model evaluations per step (CFG: two; the rule's
+    modifiers add or remove evaluations: PAG a third, the interval fewer)."""
     rows = params.get("num_images", 1) if rows is None else rows
-    guided = params.get("guidance", "cfg") != "none"
-    evaluations = (branches if guided else 1) + (1 if params.get("pag_scale") else 0)  # PAG adds a third
-    return params["steps"] * params["width"] * params["height"] / 1e6 * rows * evaluations
+    return params["steps"] * params["width"] * params["height"] / 1e6 * rows * evaluations_per_step(params)
+
+
+def evaluations_per_step(params: Params) -> float:
+    """Model rows per image and step for the request's rule (a sweep: its most expensive method)."""
+    if "methods" in params:
+        return max(rule_from(params.replace(guidance=m, scale=params["scales"][0])).mean_evaluations(params["steps"])
+                   for m in params["methods"])
+    return rule_from(params).mean_evaluations(params["steps"]) if "guidance" in params else 2.0
+
+
+def sampling_settings(params: Params, ctx, **hooks) -> SamplingSettings:
+    """The request's sampling settings, built once, with the run's progress callback (and any other hooks)."""
+    return SamplingSettings.from_request(params, callback=ctx.steps(), **hooks)

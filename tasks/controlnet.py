@@ -8,20 +8,21 @@ from typing import Any
 
 from condition.control import canny_map, check_thresholds
 from condition.images import sanitize_image
+from experiments.zero_conv import zero_conv_analysis
 from guidance.rules import rule_from
-from models.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
-from models.controlnet_loading import CONTROL_ROLES, controlnet_for
-from models.loading import load_role_sd
+from models.loading.annotators import MAX_RESOLUTION, MIN_RESOLUTION, NO_PERSON, depth_map, pose_map
+from models.loading.controlnet import CONTROL_ROLES, controlnet_for
+from models.loading.sd import load_role_sd
 from models.profiles import Profile
 from pipelines.controlnet import MAX_CONDITIONING_SCALE, ControlSpec, controlnet_to_image, validate_control
-from pipelines.plots import plot_diagnostics
 from pipelines.text_to_image import to_pil
-from pipelines.zero_conv import zero_conv_analysis
+from reporting.plots import plot_diagnostics
 from tasks import fields as F
 from tasks.common import (
     PHOTOS,
     check_guidance,
     check_pixels,
+    check_sampler,
     guidance_fields,
     guidance_roles,
     is_toy,
@@ -29,6 +30,7 @@ from tasks.common import (
     preview_for,
     prompt_fields,
     sampling_fields,
+    sampling_settings,
     sd_cost,
     toy_example,
     with_preview,
@@ -112,11 +114,8 @@ def generate(params: Params, ctx: TaskContext, controls: list[tuple[str, Any, fl
         specs = [ControlSpec(controlnet_for(profile, c, ctx.runtime), m, s, a, b) for c, m, s, a, b in controls]
     rule = rule_from(params)
     with ctx.section("sample"):
-        out = controlnet_to_image(
-            sd, specs, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
-            width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-            scheduler=params.scheduler, callback=ctx.steps(), preview=decoder, weak=weak,
-        )
+        out = controlnet_to_image(sd, specs, params.prompt, negative_prompt=params.negative_prompt, rule=rule,
+                                  settings=sampling_settings(params, ctx, preview=decoder), weak=weak)
     models = {"sd": profile.display_source("sd"),
               **{CONTROL_ROLES[c]: profile.display_source(CONTROL_ROLES[c]) for c, *_ in controls}}
     steps_on = [sum(step[i] for step in out.active) for i in range(len(specs))]
@@ -149,7 +148,7 @@ CONTROLNET_SPEC = EndpointSpec(
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),
-    checks=(check_pixels, check_maps, check_guidance),
+    checks=(check_pixels, check_maps, check_sampler, check_guidance),
     cost=lambda p: sd_cost(p) * 1.4,  # SD 1.5's ControlNet is 40 % of a UNet's parameters, run on both branches
 )
 
@@ -186,7 +185,7 @@ CONTROLNET_MULTI_SPEC = EndpointSpec(
         Output("diagnostics", "image", "per-step diagnostics"),
         Output("metadata", "json", "metadata"),
     ),
-    checks=(check_pixels, check_maps, check_guidance),
+    checks=(check_pixels, check_maps, check_sampler, check_guidance),
     cost=lambda p: sd_cost(p) * 1.8,
 )
 

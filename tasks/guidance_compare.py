@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from models.adm_loading import load_adm_pair, role_spec
-from models.adm_schedule import space_timesteps
-from models.dit_loading import ROLE as DIT_ROLE
-from models.dit_loading import load_dit
+from experiments.guidance_compare import compare, cost_table, plot_comparison
+from models.adapters.adm_schedule import space_timesteps
+from models.loading.adm import load_adm_pair, role_spec
+from models.loading.dit import ROLE as DIT_ROLE
+from models.loading.dit import load_dit
 from models.profiles import Profile
-from pipelines.guidance_compare import compare, cost_table, plot_comparison
 from pipelines.text_to_image import to_pil
 from pipelines.toy_guidance import load_toy_guided
 from tasks import class_cfg as dit_task

@@ -7,17 +7,18 @@ from typing import Any
 
 from condition.images import sanitize_image
 from guidance.rules import rule_from
-from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
-from models.image_loading import load_ip_adapter as load_ipa
+from models.loading.image import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE, load_clip, load_image_variations
+from models.loading.image import load_ip_adapter as load_ipa
 from models.profiles import Profile
 from pipelines.image_conditioning import MAX_IMAGE_SCALE, MODES, clip_scores, cross_modal, ip_adapter, variations
-from pipelines.plots import plot_diagnostics
 from pipelines.text_to_image import to_pil
+from reporting.plots import plot_diagnostics
 from tasks import fields as F
 from tasks.common import (
     PHOTOS,
     check_guidance,
     check_pixels,
+    check_sampler,
     guidance_fields,
     guidance_roles,
     is_toy,
@@ -25,6 +26,7 @@ from tasks.common import (
     load_weak,
     preview_for,
     sampling_fields,
+    sampling_settings,
     sd_cost,
     toy_example,
     with_preview,
@@ -80,7 +82,7 @@ IMAGE_CONDITIONING_SPEC = EndpointSpec(
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
     ),
-    checks=(check_pixels, check_request, lambda p, profile: check_guidance(p, profile, VARIATIONS_ROLE
+    checks=(check_pixels, check_request, check_sampler, lambda p, profile: check_guidance(p, profile, VARIATIONS_ROLE
                                                     if p.mode != "ip-adapter" else "sd")),
     cost=sd_cost,
 )
@@ -94,8 +96,7 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
         ctx.note("negative_prompt is ignored here: the image model's unconditional branch is the zero embedding it "
                  "was trained with")
     rule = rule_from(params)
-    common = dict(rule=rule, steps=params.steps, width=params.width, height=params.height, seed=params.seed,
-                  num_images=params.num_images, scheduler=params.scheduler, callback=ctx.steps())
+    common = dict(rule=rule)
     clip = None
     roles = [r for r in (CLIP_ROLE, *MODE_ROLES[params.mode]) if profile.has(r)]
     with ctx.loading(*with_preview(profile, *roles, *guidance_roles(params, profile))):
@@ -111,7 +112,7 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
             vsd = load_image_variations(profile, ctx.runtime)
             model_id = profile.display_source(VARIATIONS_ROLE)
         decoder = preview_for(ctx, ipa.sd if params.mode == "ip-adapter" else vsd)
-    common["preview"] = decoder
+    common["settings"] = sampling_settings(params, ctx, preview=decoder)
     with ctx.section("sample"):
         if params.mode == "ip-adapter":
             out = ip_adapter(ipa, picture, params.prompt, image_scale=params.image_scale,

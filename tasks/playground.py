@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
-from models.gmm2d import default_mixture
-from pipelines.playground import GUIDANCE_MODES, MAX_SAMPLES, MAX_STEPS, SAMPLERS, plot_playground, run_playground
+from models.architectures.gmm2d import default_mixture
+from pipelines.playground import GUIDANCE_MODES, MAX_SAMPLES, MAX_STEPS, SAMPLERS, run_playground
+from reporting.playground import plot_playground
 from tasks import fields as F
 from tasks.common import guidance_fields
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
@@ -25,7 +26,7 @@ PLAYGROUND_SPEC = EndpointSpec(
     fields=(
         F.choice("guidance", "cfg", GUIDANCE_MODES, "guidance"),
         *(F.replace_label(f, "scale (w, or s for the classifier)") if f.name == SCALE.name else f
-          for f in guidance_fields(scale_default=3.0, with_rule=False, scores_only=True)),
+          for f in guidance_fields(scale_default=3.0, with_rule=False, lacks=("attention", "pixels"))),
         F.choice("target_class", "red", default_mixture().class_names, "target class", widget="dropdown"),
         F.choice("sampler", "ddpm", SAMPLERS, "sampler"),
         F.integer("steps", 200, 1, MAX_STEPS, "steps", quick=5),

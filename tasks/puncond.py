@@ -6,12 +6,12 @@ mixture, not a profile's world); the measured table over every p is ``assets/toy
 
 from __future__ import annotations
 
+from experiments.puncond import P_VALUES, TRAINING_SEEDS, branch_errors, guided_comparison, plot_puncond
 from guidance.rules import SCALE
-from models.gmm2d import default_mixture
+from models.architectures.gmm2d import default_mixture
+from models.architectures.score_mlp import load_puncond_net
 from models.profiles import ROOT
-from models.score_mlp import load_puncond_net
 from pipelines.playground import MAX_STEPS, SAMPLERS
-from pipelines.puncond import P_VALUES, TRAINING_SEEDS, branch_errors, guided_comparison, plot_puncond
 from tasks import fields as F
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
@@ -57,11 +57,11 @@ def run_puncond(params: Params, ctx: TaskContext) -> dict:
 
 
 def measured_table() -> str:
-    """The table over every p measured by ``scripts/eval_puncond.py``, or how to make it."""
+    """The table over every p measured by ``scripts/eval/puncond.py``, or how to make it."""
     if MEASURED_TABLE.is_file():
         return "\n".join(line for line in MEASURED_TABLE.read_text().splitlines() if not line.startswith("# "))
-    return ("The measured table is made by `python -m scripts.eval_puncond` "
-            "(after `python -m scripts.train_puncond_2d`).")
+    return ("The measured table is made by `python -m scripts.eval.puncond` "
+            "(after `python -m scripts.train.puncond_2d`).")
 
 
 PUNCOND = Task(PUNCOND_SPEC, run_puncond)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from models.loading import describe_load
-from models.preview import to_pil_images
+from models.adapters.preview import to_pil_images
+from models.loading.sd import describe_load
 from models.profiles import portable
 from models.runtime import Runtime, pick_runtime, rows_at_most
-from pipelines.metadata import Timings, attach_metadata, client_snippet, run_metadata
+from reporting.metadata import Timings, attach_metadata, client_snippet, run_metadata
 from tasks.fields import Field
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ MAX_PREVIEWS = 8  # per run: enough to watch x̂0 form, few enough to cost littl
 MIN_PREVIEWS = 2  # per run of three steps or more, whatever the budget says
 PREVIEW_BUDGET = 0.10  # a preview may cost at most this share of the step time it replaces
 # What delivering one preview costs a gradio_client reader beyond the server's own work: it downloads each preview
-# file before reading the next message (≈ 60 ms per preview on localhost here: `python -m scripts.benchmark`'s
+# file before reading the next message (≈ 60 ms per preview on localhost here: `python -m scripts.bench.report`'s
 # streaming row, read with and without downloads). The server cannot see it, so it is budgeted for.
 PREVIEW_DELIVERY_S = 0.06
 # A cross-field check raises ValueError, or returns values it derived (a resolved class id …) to merge in.

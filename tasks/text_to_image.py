@@ -7,17 +7,19 @@ from functools import partial
 
 from condition.text import prompt_tokens
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
-from models.loading import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
+from guidance.settings import SamplingSettings
+from models.loading.sd import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
 from models.runtime import PEAK_MEMORY_METHOD, peak_memory
-from pipelines.attention import cross_attention_layers, overlay, token_map, token_positions
-from pipelines.attention_cost import PROCESSORS, human_bytes, processor
-from pipelines.plots import plot_diagnostics
+from pipelines.attention import PROCESSORS, cross_attention_layers, overlay, processor, token_map, token_positions
 from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image, to_pil
+from reporting.formats import human_bytes
+from reporting.plots import plot_diagnostics
 from tasks import fields as F
 from tasks.common import (
     check_guidance,
     check_pixels,
+    check_sampler,
     guidance_fields,
     guidance_roles,
     is_toy,
@@ -25,6 +27,7 @@ from tasks.common import (
     preview_for,
     prompt_fields,
     sampling_fields,
+    sampling_settings,
     sd_cost,
     with_preview,
 )
@@ -60,7 +63,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         Output("attention", "gallery", "cross-attention overlay"),
         Output("snippet", "code", "reproduce with gradio_client"),
     ),
-    checks=(check_pixels, check_guidance),
+    checks=(check_pixels, check_sampler, check_guidance),
     cost=sd_cost,
 )
 
@@ -73,12 +76,9 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
     token = params.attention_token.strip()
     positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
     rule = rule_from(params)
-    run = partial(
-        text_to_image, sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule, steps=params.steps,
-        width=params.width, height=params.height, seed=params.seed, num_images=params.num_images,
-        scheduler=params.scheduler, callback=ctx.steps(), attention=bool(positions), preview=decoder, weak=weak,
-        attention_kind=params.attention,
-    )
+    run = partial(text_to_image, sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule,
+                  settings=sampling_settings(params, ctx, preview=decoder), attention=bool(positions), weak=weak,
+                  attention_kind=params.attention)
     with ctx.section("sample"):
         started = time.perf_counter()
         out, peak = peak_memory(run, ctx.runtime.device) if params.measure_memory else (run(), None)
@@ -165,7 +165,7 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
         Output("metadata", "json", "sweep metadata"),
         Output("seed", "number", "seed used"),
     ),
-    checks=(check_pixels, check_sweep),
+    checks=(check_pixels, check_sampler, check_sweep),
     cost=lambda p: sd_cost(p, rows=len(p.methods) * len(p.scales)),
 )
 
@@ -179,13 +179,10 @@ def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
     cells = [(rule, scale) for rule in params.methods for scale in params.scales]
     options = {k: params[k] for k in RULE_PARAMS if k in params}
     with ctx.section("sample"):
-        out = guidance_sweep(
-            sd, params.prompt, params.scales, negative_prompt=params.negative_prompt, rules=params.methods,
-            options=options, weak=weak,
-            steps=params.steps, width=params.width, height=params.height, seed=params.seed,
-            scheduler=params.scheduler, callback=ctx.steps("denoising all cells", arrange=lambda images: [
-                sweep_grid(images, cells)]), preview=decoder,
-        )
+        progress = ctx.steps("denoising all cells", arrange=lambda images: [sweep_grid(images, cells)])
+        out = guidance_sweep(sd, params.prompt, params.scales, negative_prompt=params.negative_prompt,
+                             rules=params.methods, options=options, weak=weak,
+                             settings=SamplingSettings.from_request(params, callback=progress, preview=decoder))
     model_id = ctx.profile.display_source(ROLE)
     grid = ctx.stamp(sweep_grid(out.images, out.cells), model_id=model_id)
     meta = ctx.metadata(model_id=model_id, cells=[{"rule": r, "scale": s} for r, s in out.cells],

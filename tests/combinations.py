@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from guidance.rules import METHODS, MODIFIER_REGISTRY
+from guidance.rules import METHODS, MODIFIERS
 from tasks.spec import BoundEndpoint
 
 SUITE_STEPS = 4  # enough for a guidance interval to have steps inside and outside it
@@ -45,9 +45,9 @@ class Plan:
 def axes_of(endpoint: BoundEndpoint) -> list[Axis]:
     """The switches of an endpoint, read off its fields and the modifier registry."""
     names = set(endpoint.names)
-    modifier_params = {p.name for m in MODIFIER_REGISTRY.values() for p in m.params}
+    modifier_params = {p.name for m in MODIFIERS.values() for p in m.params}
     axes: list[Axis] = []
-    for modifier in MODIFIER_REGISTRY.values():
+    for modifier in MODIFIERS.values():
         if all(p.name in names for p in modifier.params):
             axes.append(Axis(modifier.name, (("off", {}), ("on", dict(modifier.example)))))
     for f in endpoint.fields:

@@ -6,10 +6,21 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from models.tiny import build_tiny_sd  # noqa: E402
+from testing.tiny import build_tiny_sd  # noqa: E402
 
 # Tiny test models are dominated by threading overhead: one thread measured ~10x faster here.
 torch.set_num_threads(1)
+
+# Test tiers (registered in pyproject.toml): a test is "unit" unless it is marked live (it starts the app and talks
+# to it over HTTP), browser (Chromium drives the page) or distributed (torchrun ranks); "slow" marks what takes more
+# than ~10 s here. The fast development loop is ``pytest -m "unit and not slow"``; CI runs everything.
+OTHER_TIERS = {"live", "browser", "distributed"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not OTHER_TIERS & {mark.name for mark in item.iter_markers()}:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +39,7 @@ def everything_profile(tmp_path_factory, tiny_sd_folder):
 
 @pytest.fixture(scope="session")
 def hub_replica(tmp_path_factory):
-    """The full profile's hub repos and ADM release files, tiny, under their real names (models/hub_replica.py)."""
-    from models.hub_replica import build_hub_replica
+    """The full profile's hub repos and ADM release files, tiny, under their real names (testing/hub_replica.py)."""
+    from testing.hub_replica import build_hub_replica
 
     return build_hub_replica(tmp_path_factory.mktemp("hub_replica"))

@@ -4,8 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.profiles import load_profile
-from pipelines.adaln_zero import (
+from experiments.adaln_zero import (
     CHUNKS,
     GATES,
     adaln_zero_analysis,
@@ -18,6 +17,7 @@ from pipelines.adaln_zero import (
     toy_batch,
     zero_modulation,
 )
+from models.profiles import load_profile
 from tasks.adaln_zero import ADALN_ZERO
 
 

@@ -19,15 +19,15 @@ from golden import GOLDEN_ADM, golden_adm_mark
 
 from guidance.rules import GuidanceRule
 from guidance.sampler import ClassifierContext, ClassifierGuidance, classifier_gradient, sample
-from models.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
-from models.adm_sampling import ADMClassifierLogProb, ADMDenoiser, adm_sampling_setup
-from models.adm_schedule import (
+from models.adapters.adm_sampling import ADMClassifierLogProb, ADMDenoiser, adm_sampling_setup
+from models.adapters.adm_schedule import (
     ADMDDIMScheduler,
     ADMDDPMScheduler,
     make_adm_scheduler,
     make_schedule,
     space_timesteps,
 )
+from models.architectures.adm import create_classifier, create_model, load_adm_state_dict, to_runtime
 
 GOLDEN = GOLDEN_ADM
 pytestmark = golden_adm_mark()
@@ -261,7 +261,7 @@ class _OneStep:
 
 
 def _one_guided_step(denoiser, x, guidance, step_noise: torch.Tensor, one: _OneStep) -> torch.Tensor:
-    return sample(denoiser, one, x, GuidanceRule("none"), num_steps=1, classifier=guidance, eps_channels=3,
+    return sample(denoiser, one, x, GuidanceRule("none"), steps=1, classifier=guidance, eps_channels=3,
                   step_kwargs={"variance_noise": step_noise}, diagnostics=False).sample
 
 
@@ -315,7 +315,7 @@ def test_guided_ddim_step(guided: dict, tiny_cond, tiny_classifier) -> None:
         log_prob = ADMClassifierLogProb(tiny_classifier, y, **common)
         for s, key in ((scale, "ddim_guided_sample"), (0.0, "ddim_unguided_sample")):
             one = _OneStep(scheduler, t)
-            out = sample(denoiser, one, x, GuidanceRule("none"), num_steps=1, eps_channels=3, diagnostics=False,
+            out = sample(denoiser, one, x, GuidanceRule("none"), steps=1, eps_channels=3, diagnostics=False,
                          classifier=ClassifierGuidance(log_prob, s, mode="eps")).sample
             close(out, guided[key][i : i + 1])
             if s:

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from condition.images import sanitize_image
-from models.annotators import (
+from models.loading.annotators import (
     MIDAS_FILES,
     NO_PERSON,
     OPENPOSE_FILES,
@@ -35,7 +35,7 @@ from models.annotators import (
     pose_map,
 )
 from models.profiles import load_profile
-from models.tiny import build_tiny_controlnet, write_random_midas, write_random_openpose
+from testing.tiny import build_tiny_controlnet, write_random_midas, write_random_openpose
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "astronaut.png"
 RES = 256  # the 128×128 photo is detected (and mapped) at 256×256
@@ -206,7 +206,7 @@ def test_annotators_run_on_the_runtime_s_device(midas_folder, monkeypatch):
     """MiDaS and OpenPose are moved to the runtime's device (they ran on the CPU beside a CUDA UNet before)."""
     import controlnet_aux
 
-    from models.annotators import load_midas as load
+    from models.loading.annotators import load_midas as load
     from models.runtime import Runtime
 
     moved = []

@@ -11,12 +11,7 @@ import pytest
 import torch
 
 from condition.shapes_world import random_scene, render_scene
-from guidance.rules import GuidanceRule
-from models.loading import load_role_sd
-from models.profiles import load_profile
-from models.runtime import pick_runtime, rows_at_most
-from pipelines.attention import token_map
-from pipelines.attention_binding import (
+from experiments.attention_binding import (
     BindingRun,
     NamedObject,
     TrackedWord,
@@ -24,8 +19,13 @@ from pipelines.attention_binding import (
     prompt_words,
     region_mass,
 )
-from pipelines.binding_masks import ObjectMasks, colour_mask, object_masks
-from pipelines.binding_report import summarise, word_samples
+from experiments.binding_masks import ObjectMasks, colour_mask, object_masks
+from experiments.binding_report import summarise, word_samples
+from guidance.rules import GuidanceRule
+from models.loading.sd import load_role_sd
+from models.profiles import load_profile
+from models.runtime import pick_runtime, rows_at_most
+from pipelines.attention import token_map
 from pipelines.text_to_image import text_to_image
 from tasks.attention_binding import ATTENTION_BINDING
 

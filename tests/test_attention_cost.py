@@ -11,10 +11,11 @@ import json
 import pytest
 import torch
 
-from models.loading import load_sd
+from experiments import attention_cost as ac
+from experiments import attention_timing as timing
+from models.loading.sd import load_sd
 from models.profiles import ROOT, load_profile
 from models.runtime import pick_runtime
-from pipelines import attention_cost as ac
 from tasks.attention_cost import ATTENTION_COST
 
 TOY_UNET_CONFIG = json.loads((ROOT / "assets" / "toy" / "sd" / "unet" / "config.json").read_text())
@@ -132,9 +133,9 @@ def test_the_lectures_numbers():
 def test_measured_materialised_memory_grows_16x_for_self_and_4x_for_cross():
     """Toy UNet, side 64 → 128 px (N 256 → 1024), fp32 on the CPU, tolerances above."""
     layers = [x for r in (64, 128) for x in ac.attention_layers(TOY_UNET_CONFIG, r, 1, TOY_TEXT_TOKENS)]
-    measurements = ac.measure_kinds(layers, CPU32, repeats=1)
+    measurements = timing.measure_kinds(layers, CPU32, repeats=1)
     assert all(m.measured for m in measurements)
-    (self_ratio,), (cross_ratio,) = ac.growth(measurements, "self"), ac.growth(measurements, "cross")
+    (self_ratio,), (cross_ratio,) = timing.growth(measurements, "self"), timing.growth(measurements, "cross")
     assert ac.is_close_ratio(self_ratio, SELF_GROWTH, SELF_TOLERANCE), self_ratio
     assert ac.is_close_ratio(cross_ratio, CROSS_GROWTH, CROSS_TOLERANCE), cross_ratio
     # The check fails when the expectations are swapped (cross-attention is not quadratic).
@@ -147,7 +148,7 @@ def test_measured_materialised_memory_grows_16x_for_self_and_4x_for_cross():
 
 def test_a_measurement_that_would_not_fit_is_not_attempted():
     layer = ac.attention_layers(ac.SD15_UNET_CONFIG, 1024, 8, 77)[0]  # 8 heads × 16384² tokens
-    skipped = ac.measure_attention(layer, CPU32, "materialised", free_bytes=2**30)
+    skipped = timing.measure_attention(layer, CPU32, "materialised", free_bytes=2**30)
     assert not skipped.measured and skipped.seconds is None and skipped.reason.startswith("not measured")
     assert (1024, "self") in ac.would_not_fit([layer], free_bytes=2**30)
     assert not ac.would_not_fit([layer], free_bytes=2**40)
@@ -156,13 +157,13 @@ def test_a_measurement_that_would_not_fit_is_not_attempted():
 @pytest.mark.parametrize("kind", ["self", "cross"])
 def test_sdpa_and_materialised_outputs_agree(kind):
     layer = next(x for x in ac.attention_layers(TOY_UNET_CONFIG, 64, 1, TOY_TEXT_TOKENS) if x.kind == kind)
-    module = ac.attention_module(layer, CPU32)
-    hidden, context = ac.layer_inputs(layer, CPU32)
-    materialised = ac.run_attention(module, hidden, context, "materialised")
-    fused = ac.run_attention(module, hidden, context, "sdpa")
+    module = timing.attention_module(layer, CPU32)
+    hidden, context = timing.layer_inputs(layer, CPU32)
+    materialised = timing.run_attention(module, hidden, context, "materialised")
+    fused = timing.run_attention(module, hidden, context, "sdpa")
     assert (materialised - fused).abs().max().item() <= AGREEMENT
     # A perturbation of the input well below what one would notice in an image breaks the agreement.
-    nudged = ac.run_attention(module, hidden + 1e-3 * torch.randn_like(hidden), context, "sdpa")
+    nudged = timing.run_attention(module, hidden + 1e-3 * torch.randn_like(hidden), context, "sdpa")
     assert (materialised - nudged).abs().max().item() > AGREEMENT
 
 

@@ -10,8 +10,9 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 from condition.text import encode_prompts
-from models.loading import load_role_sd
-from models.pag import PerturbedSelfAttention
+from guidance.settings import SamplingSettings
+from models.adapters.pag import PerturbedSelfAttention
+from models.loading.sd import load_role_sd
 from models.profiles import load_profile
 from models.runtime import pick_runtime
 from pipelines.attention import RecordingProcessor, computing_attention, cross_attention_layers
@@ -102,8 +103,14 @@ def test_the_chosen_kind_is_what_the_recorder_and_pag_wrap_and_all_is_restored(t
         if desc.startswith("denoising"):
             seen.append({name: describe(p) for name, p in unet.attn_processors.items()})
 
-    TEXT_TO_IMAGE(toy, during_run, prompt="a red circle", steps=2, width=32, height=32, attention="materialised",
-                  attention_token="red", pag_scale=1.0, pag_layers="mid")
+    # PAG's layers are installed around each model call (the recorder and the kind around the run): look from
+    # inside the UNet's calls.
+    hook = unet.register_forward_pre_hook(lambda *_: during_run(0, 0, "denoising"))
+    try:
+        TEXT_TO_IMAGE(toy, prompt="a red circle", steps=2, width=32, height=32, attention="materialised",
+                      attention_token="red", pag_scale=1.0, pag_layers="mid")
+    finally:
+        hook.remove()
     assert len(seen) == 2
     for name, kind in seen[0].items():
         if name in cross:
@@ -158,7 +165,7 @@ def test_the_token_map_keeps_the_conditional_rows_under_pag_and_a_row_budget(toy
     """PAG stacks its perturbed rows after the conditional ones, and a row budget splits a UNet call: the map must
     still average the conditional rows of each image. At the first step PAG leaves those rows as they were."""
     from guidance.rules import GuidanceRule
-    from models.denoisers import UNetDenoiser
+    from models.adapters.denoisers import UNetDenoiser
     from models.runtime import rows_at_most
     from pipelines.attention import AttentionStore, recording
     from pipelines.text_to_image import generate, latent_shape, prompt_contexts, text_to_image
@@ -177,5 +184,5 @@ def test_the_token_map_keeps_the_conditional_rows_under_pag_and_a_row_budget(toy
     shape = latent_shape(sd, 32, 32, 3)
     store = AttentionStore(3, shape[2], shape[3])
     with recording(sd.unet, store):
-        generate(sd, UNetDenoiser(sd.unet, cond, uncond), pag_rule, shape, steps=1)
+        generate(sd, UNetDenoiser(sd.unet, cond, uncond), pag_rule, shape, SamplingSettings(steps=1))
     assert (plain - store.maps()).abs().max().item() > 1e-3

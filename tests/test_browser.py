@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from live_app import live_app
 
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 TABS = [

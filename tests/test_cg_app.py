@@ -14,7 +14,7 @@ from live_app import live_app
 from test_classifier_guidance import write_tiny_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = golden_adm_mark()
+pytestmark = [golden_adm_mark(), pytest.mark.live]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _call(client, **overrides):
 
 
 def test_classifier_guidance_endpoint(client) -> None:
-    from pipelines.metadata import read_png_metadata
+    from reporting.metadata import read_png_metadata
 
     gallery, plot, meta, seed = _call(client)
     assert seed == 3 and len(gallery) == 1

@@ -12,13 +12,13 @@ import torch
 from diffusers import DDPMScheduler, DiTPipeline
 
 from guidance.rules import GuidanceRule
-from models.dit_loading import DiTComponents, load_dit
+from models.loading.dit import DiTComponents, load_dit
 from models.profiles import Profile, load_profile
 from models.runtime import pick_runtime
-from models.tiny import build_tiny_dit
 from pipelines.class_cfg import class_cfg_sample
 from tasks.class_cfg import CLASS_CFG
 from tasks.guidance_compare import CG_VS_CFG
+from testing.tiny import build_tiny_dit
 
 CPU = pick_runtime("cpu", "float32")
 

@@ -12,12 +12,12 @@ import torch
 from golden import GOLDEN_ADM, golden_adm_mark
 
 from condition.labels import class_id_for, class_name, display_names, imagenet_classes, resolve_class, suggestions
-from models.adm_loading import load_adm_pair, role_spec
-from models.clean_classifier import imagenet_clean_guide, load_clean_classifier
-from models.loading import ModelUnavailable
+from models.loading.adm import load_adm_pair, role_spec
+from models.loading.clean_classifier import imagenet_clean_guide, load_clean_classifier
+from models.loading.sd import ModelUnavailable
 from models.profiles import load_profile
 from pipelines.classifier_guidance import classifier_guided_sample, parse_steps
-from pipelines.plots import plot_log_prob
+from reporting.plots import plot_log_prob
 
 GOLDEN = GOLDEN_ADM
 needs_golden = golden_adm_mark()

@@ -16,6 +16,7 @@ from models.profiles import load_profile
 from tasks import all_tasks
 
 TASKS = {task.spec.api_name: task for task in all_tasks()}
+pytestmark = pytest.mark.slow  # ≈ 3 minutes in all: the fast loop leaves it to CI
 
 
 @pytest.fixture(scope="module")

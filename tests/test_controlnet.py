@@ -7,12 +7,12 @@ from diffusers import MultiControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
 
 from guidance.rules import GuidanceRule
-from models.controlnet_loading import load_controlnet
-from models.loading import load_sd
+from models.loading.controlnet import load_controlnet
+from models.loading.sd import load_sd
 from models.runtime import pick_runtime
-from models.tiny import build_tiny_controlnet
 from pipelines.controlnet import ControlSpec, control_keep, controlnet_to_image, map_embeddings_once
 from pipelines.schedulers import make_scheduler
+from testing.tiny import build_tiny_controlnet
 
 CPU32 = pick_runtime("cpu", "float32")
 SIZE = 32

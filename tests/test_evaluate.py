@@ -1,4 +1,4 @@
-"""scripts.evaluate: the same grid gives the same files on one process and on two torchrun ranks, a killed run or a
+"""scripts.eval.evaluate: the same grid gives the same files on one process and on two torchrun ranks, a killed run or a
 dead rank resumes to the same files with nothing lost or duplicated, bad input is one clear line, and the two-object
 metric scores world images right (and wrong ones wrong).
 
@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.toy_judge import load_judge
-from scripts import eval_metrics as M
-from scripts import evaluate
+from models.architectures.toy_judge import load_judge
+from scripts.eval import evaluate
+from scripts.shared import metrics as M
+
+pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--profile", "toy", "--methods", "cfg,apg", "--scales", "1,3", "--prompts", "2", "--samples-per-prompt", "2",
@@ -31,9 +33,10 @@ COMPARED = ("samples.jsonl", "summary.csv", "adherence_diversity.png")
 
 
 def run_cli(out: Path, *extra: str, ranks: int = 1, fault: str = "") -> subprocess.CompletedProcess:
-    """The CLI in a fresh process: ``python -m scripts.evaluate``, or under torchrun (CPU, gloo) for ``ranks`` > 1."""
+    """The CLI in a fresh process: ``python -m scripts.eval.evaluate``, or under torchrun (CPU, gloo) for
+    ``ranks`` > 1."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    command = [*(launcher if ranks > 1 else [sys.executable]), "-m", "scripts.evaluate", *GRID, "--out", str(out),
+    command = [*(launcher if ranks > 1 else [sys.executable]), "-m", "scripts.eval.evaluate", *GRID, "--out", str(out),
                *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
            "CONDLAB_EVAL_FAULT": fault}
@@ -210,7 +213,7 @@ def test_prompt_sets_and_intervals():
 
 def test_free_text_profile_with_clip_metrics(tiny_sd_folder, tmp_path):
     """The full profile's path (free-text prompts, a latent model, CLIP score and CLIP diversity) on tiny models."""
-    from models.tiny import build_tiny_image_models
+    from testing.tiny import build_tiny_image_models
 
     clip = build_tiny_image_models(tmp_path / "image")["clip"]
     profile = tmp_path / "replica.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from models.profiles import load_profile
-from scripts.gpu_check import PLAN, main, run_plan, write_report
+from scripts.tools.gpu_check import PLAN, main, run_plan, write_report
 from tasks import all_tasks
 
 
@@ -43,7 +43,7 @@ def test_quick_run_on_the_cpu_writes_the_report(everything_profile, tmp_path, mo
 
 
 def test_exit_code_says_whether_everything_ran(tmp_path, monkeypatch):
-    import scripts.gpu_check as check
+    import scripts.tools.gpu_check as check
 
     monkeypatch.setattr(check, "PLAN", [("/playground", "2D mixture", dict(steps=5, num_samples=10, seed=0))])
     assert main(["--profile", "toy", "--out", str(tmp_path)]) == 0

@@ -18,16 +18,18 @@ from gradio_client import handle_file
 from live_app import live_app
 from PIL import Image
 
-from models.hub_replica import REPOS, build_hub_replica, front_matter
+from testing.hub_replica import REPOS, build_hub_replica, front_matter
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = str(ROOT / "assets" / "photos" / "astronaut.png")
 CAT = str(ROOT / "assets" / "photos" / "chelsea.png")
 SIZE = dict(width=32, height=32)  # the replica's SD works on 16² latents
 
+pytestmark = pytest.mark.live
+
 PRELOAD = """
 import json
-from models.preload import preload
+from models.loading.preload import preload
 from models.profiles import load_profile
 from models.runtime import pick_runtime
 statuses = preload(load_profile("full"), pick_runtime(), report=lambda message: None)
@@ -41,7 +43,8 @@ def replica_env(built: dict, **extra: str) -> dict[str, str]:
 
 
 def preload_in_subprocess(env: dict[str, str]) -> dict:
-    """The Space's startup loading (models/preload.py) in a fresh process: huggingface_hub reads HF_HOME at import."""
+    """The Space's startup loading (models/loading/preload.py) in a fresh process: huggingface_hub reads HF_HOME at
+    import."""
     proc = subprocess.run([sys.executable, "-c", PRELOAD], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -71,12 +74,12 @@ def test_the_space_preload_list_is_enough_in_fp16(tmp_path, hub_replica):
 def test_readme_front_matter_lists_what_the_replica_holds(hub_replica):
     text = (ROOT / "README.md").read_text()
     head = text.split("---", 2)[1]
-    assert front_matter(hub_replica["hf_home"]) in head, "python -m models.hub_replica --front-matter"
+    assert front_matter(hub_replica["hf_home"]) in head, "python -m testing.hub_replica --front-matter"
     assert all(f"  - {repo_id} " in head.split("preload_from_hub:")[1] for repo_id in REPOS)  # every repo preloaded
 
 
 def test_the_dit_repo_is_bin_only_at_its_pinned_commit(hub_replica):
-    from models.hub_replica import DIT_REVISION
+    from testing.hub_replica import DIT_REVISION
 
     snapshot = hub_replica["hf_home"] / "hub" / "models--facebook--DiT-XL-2-256" / "snapshots" / DIT_REVISION
     assert (snapshot / "model_index.json").is_file()

@@ -9,10 +9,9 @@ from PIL import Image
 from condition.image_embed import match_norm, preprocess, slerp
 from condition.images import sanitize_image
 from guidance.rules import GuidanceRule
-from models.image_loading import load_clip_source, load_ip_adapter_source, load_variations_source
-from models.loading import ModelUnavailable, load_sd
+from models.loading.image import load_clip_source, load_ip_adapter_source, load_variations_source
+from models.loading.sd import ModelUnavailable, load_sd
 from models.runtime import pick_runtime
-from models.tiny import build_tiny_image_models, build_tiny_ip_adapter
 from pipelines.image_conditioning import (
     clip_scores,
     cross_modal,
@@ -24,6 +23,7 @@ from pipelines.image_conditioning import (
 )
 from pipelines.schedulers import make_scheduler
 from pipelines.text_to_image import text_to_image
+from testing.tiny import build_tiny_image_models, build_tiny_ip_adapter
 
 CPU32 = pick_runtime("cpu", "float32")
 KW = dict(steps=3, width=32, height=32)

@@ -3,7 +3,11 @@
 Every import counts, lazy (inside a function) and ``TYPE_CHECKING`` ones included: a cycle hidden by a
 lazy import is still a cycle for a reader. Layers, bottom to top::
 
-    guidance < condition < models < pipelines < tasks < ui < app
+    guidance < condition < models < pipelines < reporting < experiments < tasks < ui < app
+
+``pipelines`` samples, ``reporting`` presents (plots, tables, metadata), ``experiments`` measure; ``testing`` builds
+fixtures (tiny models, the hub replica) and, like ``scripts`` and ``tests``, may import anything while nothing in the
+app imports it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("guidance", "condition", "models", "pipelines", "tasks", "ui", "app")
+LAYERS = ("guidance", "condition", "models", "pipelines", "reporting", "experiments", "tasks", "ui", "app")
 GRADIO_ALLOWED = {"ui", "app"}
-TOOLS = {"scripts", "tests"}  # may import anything; nothing imports them
+TOOLS = {"scripts", "tests", "testing"}  # may import anything; the app imports none of them
 
 
 def imported_modules(path: Path) -> set[str]:

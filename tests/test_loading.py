@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from models.loading import load_sd
+from models.loading.sd import load_sd
 from models.runtime import pick_runtime
-from models.tiny import build_tiny_sd
+from testing.tiny import build_tiny_sd
 
 CPU16 = pick_runtime("cpu", "float16")
 CPU32 = pick_runtime("cpu", "float32")

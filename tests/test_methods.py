@@ -19,7 +19,7 @@ from diffusers.guiders import (
 
 from guidance.methods.base import GuideStep
 from guidance.rules import GuidanceRule, guide
-from models.loading import load_sd
+from models.loading.sd import load_sd
 from models.runtime import pick_runtime
 from pipelines.schedulers import make_scheduler
 from pipelines.text_to_image import text_to_image
@@ -218,7 +218,7 @@ def test_pag_equals_stable_diffusion_pag_pipeline(tiny_sd_folder, guidance, scal
 
 def test_autoguidance_guides_with_the_weak_model(tiny_sd_folder, tmp_path):
     """ε = ε_weak(x|c) + w (ε(x|c) − ε_weak(x|c)), the weak model conditioned like the main one."""
-    from models.tiny import build_tiny_sd
+    from testing.tiny import build_tiny_sd
 
     sd = load_sd(str(tiny_sd_folder), CPU32)
     weak = load_sd(str(build_tiny_sd(tmp_path / "weak", seed=5)), CPU32).unet
@@ -256,7 +256,7 @@ def test_dynamic_thresholding_equals_diffusers_ddim_thresholding_on_the_toy_pixe
     from diffusers import DDIMScheduler
 
     from condition.text import encode_prompts
-    from models.loading import load_role_sd
+    from models.loading.sd import load_role_sd
     from models.profiles import load_profile
     from models.runtime import cpu_generator
 

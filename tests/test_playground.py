@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.gmm2d import default_mixture
+from models.architectures.gmm2d import default_mixture
 from pipelines.playground import energy_distance, run_playground
 
 N = 2000
@@ -107,5 +107,5 @@ def test_every_method_runs_on_exact_scores_and_autoguidance_sharpens_without_spr
     assert cfg["global_spread"] > conditional["global_spread"] + 0.2  # … where CFG pushes the modes apart
     with pytest.raises(ValueError, match="DDIM step"):
         run_playground("cfg++", 0.6, sampler="ddpm", steps=5, num_samples=10)
-    with pytest.raises(ValueError, match="PAG and thresholding"):
+    with pytest.raises(ValueError, match="PAG does not apply here"):
         run_playground("cfg", 3.0, steps=5, num_samples=10, pag_scale=3.0)

@@ -8,7 +8,7 @@ import pytest
 from live_app import live_app
 from PIL import Image
 
-from models.preview import fit_linear_preview
+from models.adapters.preview import fit_linear_preview
 
 
 def _pixels(item: dict) -> np.ndarray:
@@ -39,6 +39,7 @@ def toy(tmp_path_factory):
         yield client
 
 
+@pytest.mark.live
 def test_toy_text_to_image_streams_previews_then_the_same_result(toy):
     previews, final = previews_then_final(toy, prompt="a red circle", steps=25, seed=0, num_images=2)
     check_stream(previews, final, images=2)
@@ -53,6 +54,7 @@ def latent(everything_profile):
         yield client
 
 
+@pytest.mark.live
 def test_latent_model_streams_decoded_previews(latent):
     """Tiny SD (latent space): previews are x̂0 latents through the linear latent→RGB map, at the latent size."""
     previews, final = previews_then_final(latent, prompt="a red cat", steps=10, seed=0, num_images=1, width=32,
@@ -66,8 +68,8 @@ def test_the_linear_map_is_the_least_squares_fit(tiny_sd_folder):
     """Fitted on the shipped photos through the model's own VAE: any change to it fits those photos worse."""
     import torch
 
-    from models.loading import load_sd
-    from models.preview import latent_colour_pairs
+    from models.adapters.preview import latent_colour_pairs
+    from models.loading.sd import load_sd
     from models.runtime import pick_runtime
 
     vae = load_sd(str(tiny_sd_folder), pick_runtime("cpu", "float32")).vae

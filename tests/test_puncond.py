@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from experiments.puncond import P_VALUES, TRAINING_SEEDS, branch_errors, guided_comparison
 from guidance.sampler import ModelCall
-from models.gmm2d import GMMDenoiser, default_mixture
-from models.loading import ModelUnavailable
-from models.profiles import load_profile
-from models.score_mlp import (
+from models.architectures.gmm2d import GMMDenoiser, default_mixture
+from models.architectures.score_mlp import (
     MAKE_THEM,
     PUNCOND_DIR,
     LearnedScoreDenoiser,
@@ -24,8 +23,9 @@ from models.score_mlp import (
     load_puncond_net,
     weights_name,
 )
+from models.loading.sd import ModelUnavailable
+from models.profiles import load_profile
 from pipelines.playground import make_scheduler, run_playground
-from pipelines.puncond import P_VALUES, TRAINING_SEEDS, branch_errors, guided_comparison
 from tasks.puncond import PUNCOND
 
 POINTS_PER_T = 100  # × 50 timesteps = 5 000 draws per network

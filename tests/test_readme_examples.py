@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from live_app import live_app
 
+pytestmark = pytest.mark.live
+
 ROOT = Path(__file__).resolve().parents[1]
 README_URL = 'Client("http://localhost:7860/")'
 SNIPPETS = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
@@ -28,12 +30,12 @@ def test_readme_documents_every_endpoint(client):
 
 
 def test_readme_api_table_is_generated_from_the_specs():
-    from scripts.api_table import BUDGETS_END, BUDGETS_START, END, START, budgets_block, readme_block
+    from scripts.tools.api_table import BUDGETS_END, BUDGETS_START, END, START, budgets_block, readme_block
 
     text = (ROOT / "README.md").read_text()
     for start, end, expected in ((START, END, readme_block()), (BUDGETS_START, BUDGETS_END, budgets_block())):
         current = text[text.index(start):text.index(end) + len(end)]
-        assert current == expected, "run: python -m scripts.api_table --write"
+        assert current == expected, "run: python -m scripts.tools.api_table --write"
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))

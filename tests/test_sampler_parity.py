@@ -7,7 +7,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from guidance.rules import GuidanceRule
-from models.loading import load_sd
+from models.loading.sd import load_sd
 from models.runtime import pick_runtime
 from pipelines.schedulers import make_scheduler
 from pipelines.text_to_image import text_to_image
@@ -79,7 +79,7 @@ def test_trace_records_diagnostics(tiny_sd_folder):
 
 @pytest.fixture(scope="module")
 def v_folder(tmp_path_factory):
-    from models.tiny import build_tiny_sd
+    from testing.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd_v") / "sd", prediction_type="v_prediction")
 

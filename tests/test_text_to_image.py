@@ -10,14 +10,14 @@ from PIL import Image
 from task_calls import positional
 
 from guidance.rules import GuidanceRule
-from models.loading import load_sd
+from models.loading.sd import load_sd
 from models.profiles import load_profile
 from models.runtime import pick_runtime
 from pipelines.attention import RecordingProcessor, cross_attention_layers, token_positions
-from pipelines.metadata import client_snippet, read_png_metadata, save_png
 from pipelines.schedulers import make_scheduler
 from pipelines.sweep import guidance_sweep, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image
+from reporting.metadata import client_snippet, read_png_metadata, save_png
 from tasks.text_to_image import GUIDANCE_SWEEP, TEXT_TO_IMAGE
 
 CPU32 = pick_runtime("cpu", "float32")

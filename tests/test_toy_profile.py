@@ -14,12 +14,12 @@ from condition.control import canny_map
 from condition.labels import class_id_in
 from condition.shapes_world import CLASS_NAMES, COLOUR_NAMES, SHAPE_NAMES, make_batch, to_tensor_range
 from guidance.rules import GuidanceRule
-from models.controlnet_loading import controlnet_for
-from models.image_loading import load_image_variations
-from models.loading import load_role_sd
+from models.architectures.toy_judge import load_judge
+from models.loading.controlnet import controlnet_for
+from models.loading.image import load_image_variations
+from models.loading.sd import load_role_sd
 from models.profiles import ROOT, load_profile, toy_available
 from models.runtime import pick_runtime
-from models.toy_judge import load_judge
 from pipelines.classifier_guidance import classifier_guided_sample
 from pipelines.controlnet import ControlSpec, controlnet_to_image
 from pipelines.image_conditioning import variations
@@ -53,6 +53,7 @@ def test_text_to_image_through_the_profile_loader():
     assert out.images.shape == (2, 3, 32, 32) and torch.isfinite(out.images).all()
 
 
+@pytest.mark.slow
 def test_toy_samples_look_like_the_world():
     """Quality, not just shapes: CFG samples of eight prompts are what they say, on the world's dark background.
 
@@ -109,6 +110,7 @@ def toy_client():
         yield client
 
 
+@pytest.mark.live
 def test_toy_app_text_to_image_controlnet_and_variations(toy_client):
     images, *_ = toy_client.predict(prompt="a blue square", steps=25, api_name="/text_to_image")
     assert Image.open(images[0]["image"]).size == (32, 32)

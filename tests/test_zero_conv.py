@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from models.controlnet_layout import embedding_channels
-from models.tiny import tiny_unet
-from pipelines.zero_conv import zero_conv_analysis
+from experiments.zero_conv import zero_conv_analysis
+from models.architectures.controlnet_layout import embedding_channels
+from testing.tiny import tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Off a ZeroGPU Space the spaces.GPU wrapper must change nothing; its duration grows with the work."""
 
+import pytest
 import spaces
 
 from tasks.spec import gpu_seconds
@@ -32,7 +33,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-import pytest  # noqa: E402
 from live_app import free_port, live_app  # noqa: E402
 
 
@@ -73,6 +73,7 @@ def zerogpu_app(hub_replica):
         api.shutdown()
 
 
+@pytest.mark.live
 def test_the_app_starts_under_zerogpu_and_loads_weights_in_the_main_process(zerogpu_app):
     client, api = zerogpu_app
     log = client.app_log.read_text()
@@ -86,6 +87,7 @@ def test_the_app_starts_under_zerogpu_and_loads_weights_in_the_main_process(zero
     assert "Not available" not in page
 
 
+@pytest.mark.live
 def test_a_request_ends_in_seconds_with_zerogpu_s_message_and_the_server_keeps_serving(zerogpu_app):
     client, api = zerogpu_app
     before = api.calls.count("/schedule")

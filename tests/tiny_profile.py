@@ -11,9 +11,9 @@ def write_everything_profile(root: Path, tiny_sd_folder: Path) -> Path:
     """Tiny SD, two tiny ControlNets, tiny image-variation/CLIP/IP-Adapter folders and the golden ADM pair."""
     from test_classifier_guidance import write_tiny_profile
 
-    from models.loading import load_sd
+    from models.loading.sd import load_sd
     from models.runtime import pick_runtime
-    from models.tiny import build_tiny_controlnet, build_tiny_dit, build_tiny_image_models, build_tiny_ip_adapter
+    from testing.tiny import build_tiny_controlnet, build_tiny_dit, build_tiny_image_models, build_tiny_ip_adapter
 
     root = Path(root)
     canny = build_tiny_controlnet(root / "canny", tiny_sd_folder, seed=1)

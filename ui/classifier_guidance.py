@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models.adm_loading import CHOICES, role_spec
+from models.loading.adm import CHOICES, role_spec
 from models.profiles import Profile
 from tasks.classifier_guidance import CLASSIFIER_GUIDANCE, model_choices, uses_world_classes
 from ui.components import render_fields, render_outputs

@@ -147,7 +147,7 @@ def _numeric_preprocess(block: gr.Number | gr.Slider, decode: Callable, label: s
 def render_guidance(endpoint: BoundEndpoint) -> dict[str, gr.components.Component]:
     """The guidance controls from the registry: the method, its scale, its own parameters (shown only while it is
     selected), its formula and paper, and the modifiers (interval, PAG, rescale, thresholding) in an accordion."""
-    from guidance.rules import METHODS, MODIFIERS
+    from guidance.rules import METHODS, MODIFIER_PARAMS
 
     names = set(endpoint.names)
     method_params = {p.name for m in METHODS.values() for p in m.params} & names
@@ -157,7 +157,7 @@ def render_guidance(endpoint: BoundEndpoint) -> dict[str, gr.components.Componen
     for name in [n for n in endpoint.names if n in method_params]:
         components[name] = field_component(endpoint.field(name), visible=name in own)
     formula = gr.Markdown(describe_method(chosen)) if chosen in METHODS else None
-    modifiers = [p.name for p in MODIFIERS if p.name in names]
+    modifiers = [p.name for p in MODIFIER_PARAMS if p.name in names]
     if modifiers:
         with gr.Accordion("interval, PAG, rescale, thresholding (on top of any method)", open=False):
             components |= render_fields(endpoint, modifiers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models.image_loading import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE
+from models.loading.image import CLIP_ROLE, IP_ADAPTER_ROLE, VARIATIONS_ROLE
 from models.profiles import Profile
 from tasks.common import PHOTOS, toy_example
 from tasks.image_conditioning import IMAGE_CONDITIONING

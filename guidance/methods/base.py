@@ -74,8 +74,8 @@ class Method:
 
     ``uncond_branch``: which model evaluation plays u — ``"uncond"`` (the null condition or negative prompt)
     or ``"weak"`` (autoguidance: a weaker model, conditioned). ``needs_uncond`` False: the conditional
-    prediction alone. ``extra_branches``: further evaluations the method itself needs. ``needs_ddim``: the
-    method rewrites a deterministic DDIM step (CFG++) and refuses other schedulers.
+    prediction alone. ``needs_ddim``: the method rewrites a deterministic DDIM step (CFG++) and refuses other
+    schedulers. Further evaluations (PAG's perturbed branch) belong to modifiers (``guidance.modifiers``).
     """
 
     name: str
@@ -85,7 +85,6 @@ class Method:
     params: tuple[RuleParam, ...] = ()
     needs_uncond: bool = True
     uncond_branch: str = "uncond"
-    extra_branches: tuple[str, ...] = ()
     step_aware: bool = False
     stateful: bool = False
     needs_ddim: bool = False
@@ -94,19 +93,3 @@ class Method:
     label: str = ""
     defaults_from: str = ""  # where the parameters' defaults come from (a paper's recommendation, diffusers)
 
-
-@dataclass(frozen=True)
-class Modifier:
-    """Something that acts on top of whichever method is chosen (the interval, PAG, thresholding, rescale).
-
-    ``params`` are its registry parameters; ``example`` the values that switch it on as its paper uses it (what the
-    docs show and the combination suite tries with every method); ``needs`` what a model must have for it ("attention"
-    or "pixels", as ``RuleParam.needs``).
-    """
-
-    name: str
-    params: tuple[RuleParam, ...]
-    example: dict[str, Any]
-    formula: str
-    paper: str
-    label: str = ""
