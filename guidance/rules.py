@@ -26,7 +26,7 @@ from guidance.modifiers import interval, pag, threshold
 from guidance.modifiers import rescale as rescale_modifier
 from guidance.modifiers.base import Modifier, RunFacts
 from guidance.modifiers.rescale import rescale
-from guidance.parameterization import eps_to_x0, x0_to_eps
+from guidance.parameterization import NoiseLevel, as_level
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     none_method.METHOD, cfg_method.METHOD, perp_cfg_method.METHOD, apg.METHOD, cfg_zero_star.METHOD, tcfg.METHOD,
@@ -250,7 +250,7 @@ def guide(
     rule: GuidanceRule,
     *,
     x_t: Tensor | None = None,
-    alpha_bar: Tensor | float | None = None,
+    alpha_bar: NoiseLevel | Tensor | float | None = None,
     scale: float | Tensor | None = None,
     step: GuideStep | None = None,
     state: dict | None = None,
@@ -258,10 +258,11 @@ def guide(
 ) -> Tensor:
     """Apply ``rule``'s method, then each modifier that adjusts (PAG, rescale), in the eps or x0 space.
 
-    In ``space="x0"`` the predictions are mapped to x0 with the scheduler's ᾱ_t, combined there (as in APG),
-    and mapped back to ε. ``scale`` overrides the rule's scale, e.g. with a per-row tensor ``[B, 1, …]`` (the
-    sweep). ``step`` (where in the run) is required by step-aware methods and the interval; ``state`` persists
-    across the steps of one run (APG's momentum); ``extra`` holds the extra branches' predictions by name.
+    In ``space="x0"`` the predictions are mapped to x0 at the step's noise level (``alpha_bar``: ᾱ_t, or a
+    :class:`~guidance.parameterization.NoiseLevel`), combined there (as in APG), and mapped back. ``scale``
+    overrides the rule's scale, e.g. with a per-row tensor ``[B, 1, …]`` (the sweep). ``step`` (where in the run) is
+    required by step-aware methods and the interval; ``state`` persists across the steps of one run (APG's
+    momentum); ``extra`` holds the extra branches' predictions by name.
     """
     method, extra = rule.method, dict(extra or {})
     if step is not None and not rule.active_at(step.index, step.num_steps):
@@ -277,7 +278,8 @@ def guide(
     if rule.space == "x0":
         if x_t is None or alpha_bar is None:
             raise ValueError("space='x0' needs x_t and alpha_bar")
-        predictions = {k: eps_to_x0(v, x_t, alpha_bar) for k, v in predictions.items()}
+        level = as_level(alpha_bar)
+        predictions = {k: level.x0(v, x_t) for k, v in predictions.items()}
     u, c = predictions.get("uncond"), predictions["cond"]
     if not method.needs_uncond:
         out = method.combine(None, c)
@@ -290,4 +292,4 @@ def guide(
         out = method.combine(u, c, rule.scale if scale is None else scale, **params)
     for modifier in sorted((m for m in rule.modifiers if m.adjust is not None), key=lambda m: m.order):
         out = modifier.adjust(out, predictions, rule.options)
-    return x0_to_eps(out, x_t, alpha_bar) if rule.space == "x0" else out
+    return level.from_x0(out, x_t) if rule.space == "x0" else out

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from guidance.methods.base import GuideStep
 from guidance.methods.perp_cfg import guidance_norms
-from guidance.parameterization import eps_to_x0, from_eps, to_eps
+from guidance.parameterization import NoiseLevel, from_guided, to_guided
 from guidance.rules import Rule
 from guidance.settings import SamplingSettings, settings_from
 
@@ -172,24 +172,24 @@ def sample(
         raise ValueError(f"num_steps must be at least 1, got {settings.steps}")
     if rule.needs_ddim and not isinstance(scheduler, DDIMScheduler):
         raise ValueError(f"{rule.name} rewrites a DDIM step: use the ddim scheduler, not {type(scheduler).__name__}")
-    scheduler.set_timesteps(settings.steps, device=noise.device)
-    x = noise * scheduler.init_noise_sigma
+    set_timesteps(scheduler, settings.steps, noise)
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start from the noise itself
     step_options = scheduler_step_options(scheduler, settings, generator, step_kwargs)
     prediction = prediction_type_of(scheduler)
     state: dict = {}  # what stateful rules carry from step to step (APG's momentum), for this run only
     result = SampleResult(sample=x)
     n = len(scheduler.timesteps)
     for i, t in enumerate(scheduler.timesteps):
-        x_in = scheduler.scale_model_input(x, t)
-        alpha_bar = alpha_bar_at(scheduler, t).to(x_in.device)
+        x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        level = noise_level(scheduler, t, i)
         call = ModelCall(rule.branches_at(i, n), i, n, rule.branch_options())
-        eps_of, rest = predict(denoiser, x_in, t, call, alpha_bar, prediction, eps_channels)
-        step = GuideStep(i, n, alpha_bar, alpha_bar_before(scheduler, t) if rule.needs_ddim else None)
-        eps = rule.guide_step(eps_of, x_in, alpha_bar, step, state)
-        eps, log_p, grad = classifier_push(classifier, eps, x_in, t, alpha_bar, step)
-        x_prev = denoising_step(scheduler, eps, rest, x_in, x, t, alpha_bar, prediction, step_options, classifier,
+        guided_of, rest = predict(denoiser, x_in, t, call, level, prediction, eps_channels)
+        step = GuideStep(i, n, level.alpha_bar, alpha_bar_before(scheduler, t) if rule.needs_ddim else None)
+        guided = rule.guide_step(guided_of, x_in, level, step, state)
+        guided, log_p, grad = classifier_push(classifier, guided, x_in, t, level, step)
+        x_prev = denoising_step(scheduler, guided, rest, x_in, x, t, level, prediction, step_options, classifier,
                                 grad)
-        record(result, settings, rule, eps_of, eps, x_in, alpha_bar, log_p, (i, n, t, x))
+        record(result, settings, rule, guided_of, guided, x_in, level, log_p, (i, n, t, x))
         x = x_prev
     result.sample = x
     return result
@@ -207,28 +207,60 @@ def scheduler_step_options(scheduler, settings: SamplingSettings, generator, ste
 
 
 def prediction_type_of(scheduler) -> str:
-    """What the model predicts, as its scheduler says; scheduler-like objects without a diffusers config (test
-    harnesses, wrappers) are taken to predict ε."""
+    """What the model predicts, as its scheduler says: a flow-matching scheduler's model predicts the velocity;
+    scheduler-like objects without a diffusers config (test harnesses, wrappers) are taken to predict ε."""
+    if is_flow_scheduler(scheduler):
+        return "flow"
     return getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
 
 
-def predict(denoiser: Denoiser, x_in: Tensor, t: Tensor, call: ModelCall, alpha_bar: Tensor, prediction: str,
+def is_flow_scheduler(scheduler) -> bool:
+    """A rectified-flow schedule (σ from 1 to 0, x_t = (1 − σ) x0 + σ ε): diffusers' flow-matching schedulers."""
+    return hasattr(scheduler, "sigmas") and not hasattr(scheduler, "alphas_cumprod") and \
+        type(scheduler).__name__.startswith("FlowMatch")
+
+
+def set_timesteps(scheduler, steps: int, noise: Tensor) -> None:
+    """The scheduler's timesteps for ``steps``; a flow schedule with dynamic shifting gets the shift for the number
+    of image tokens as diffusers' flow pipelines compute it (SD3's ``calculate_shift``)."""
+    config = getattr(scheduler, "config", None)
+    if is_flow_scheduler(scheduler) and getattr(config, "use_dynamic_shifting", False):
+        tokens = noise.shape[-1] * noise.shape[-2] // 4  # 2 × 2 patches of the latent, as SD3 and Flux patchify
+        slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
+        mu = tokens * slope + config.base_shift - slope * config.base_image_seq_len
+        scheduler.set_timesteps(steps, device=noise.device, mu=mu)
+    else:
+        scheduler.set_timesteps(steps, device=noise.device)
+
+
+def noise_level(scheduler, t: Tensor, index: int) -> NoiseLevel:
+    """x_t's mix of data and noise at step ``index`` (timestep ``t``): ᾱ_t on a variance-preserving schedule, σ on a
+    flow (the scheduler's own σ of that step, shift included)."""
+    if is_flow_scheduler(scheduler):
+        return NoiseLevel.rectified_flow(scheduler.sigmas[index])
+    return NoiseLevel.vp(alpha_bar_at(scheduler, t))
+
+
+def predict(denoiser: Denoiser, x_in: Tensor, t: Tensor, call: ModelCall, level: NoiseLevel, prediction: str,
             eps_channels: int | None) -> tuple[dict[str, Tensor], Tensor]:
-    """Every branch the rule asks for in one batched model call, as ε by branch name, and the conditional branch's
-    channels beyond ``eps_channels`` (a learned variance), untouched."""
+    """Every branch the rule asks for in one batched model call, by branch name as the prediction the rules guide
+    (ε, or a flow's velocity), and the conditional branch's channels beyond ``eps_channels`` (a learned variance)."""
     branches = call.branches
     out = denoiser(torch.cat([x_in] * len(branches)) if len(branches) > 1 else x_in, t, call)
     outs = dict(zip(branches, out.chunk(len(branches)), strict=True))
     k = eps_channels or out.shape[1]
-    return {b: to_eps(o[:, :k], x_in, alpha_bar, prediction) for b, o in outs.items()}, outs["cond"][:, k:]
+    return {b: to_guided(o[:, :k], x_in, level, prediction) for b, o in outs.items()}, outs["cond"][:, k:]
 
 
-def classifier_push(classifier: ClassifierGuidance | None, eps: Tensor, x_in: Tensor, t: Tensor, alpha_bar: Tensor,
+def classifier_push(classifier: ClassifierGuidance | None, eps: Tensor, x_in: Tensor, t: Tensor, level: NoiseLevel,
                     step: GuideStep) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Classifier guidance on top of the rule (ε form: ε ← ε − √(1−ᾱ) s ∇ log p(y | x_t)); returns the ε, the
     per-sample log p and the gradient (the mean form adds it after the scheduler's step)."""
     if classifier is None:
         return eps, None, None
+    if level.flow:
+        raise ValueError("classifier guidance here is written for variance-preserving schedules, not flows")
+    alpha_bar = level.alpha_bar.to(x_in.device)
     ctx = ClassifierContext(alpha_bar, eps.detach(), step.index, step.num_steps)
     grad, log_p = classifier_gradient(classifier.log_prob, x_in, t, ctx)
     if classifier.mode == "eps" and classifier.scale:
@@ -236,11 +268,11 @@ def classifier_push(classifier: ClassifierGuidance | None, eps: Tensor, x_in: Te
     return eps, log_p, grad
 
 
-def denoising_step(scheduler, eps: Tensor, rest: Tensor, x_in: Tensor, x: Tensor, t: Tensor, alpha_bar: Tensor,
+def denoising_step(scheduler, guided: Tensor, rest: Tensor, x_in: Tensor, x: Tensor, t: Tensor, level: NoiseLevel,
                    prediction: str, step_options: dict, classifier: ClassifierGuidance | None,
                    grad: Tensor | None) -> Tensor:
     """The scheduler's step on the guided prediction (back in the model's own parameterisation)."""
-    guided = from_eps(eps, x_in, alpha_bar, prediction).to(rest.dtype)  # the model output's dtype (rest may be empty)
+    guided = from_guided(guided, x_in, level, prediction).to(rest.dtype)  # the model output's dtype (rest: maybe [])
     model_output = torch.cat([guided, rest], dim=1) if rest.shape[1] else guided
     x_prev = scheduler.step(model_output, t, x, **step_options, return_dict=False)[0]
     if classifier is not None and classifier.mode == "mean" and classifier.scale:
@@ -251,13 +283,13 @@ def denoising_step(scheduler, eps: Tensor, rest: Tensor, x_in: Tensor, x: Tensor
 
 
 def record(result: SampleResult, settings: SamplingSettings, rule: Rule, eps_of: dict[str, Tensor], eps: Tensor,
-           x_in: Tensor, alpha_bar: Tensor, log_p: Tensor | None, where: tuple[int, int, Tensor, Tensor]) -> None:
+           x_in: Tensor, level: NoiseLevel, log_p: Tensor | None, where: tuple[int, int, Tensor, Tensor]) -> None:
     """The step's diagnostics into the trace, and the callback (with the x̂0 preview) when someone watches;
     ``where`` is (step index, number of steps, t, x_t)."""
     if not settings.diagnostics and settings.callback is None:
         return
     index, num_steps, t, x = where
-    pred_x0 = eps_to_x0(eps, x_in, alpha_bar)
+    pred_x0 = level.x0(eps, x_in)
     rgb = settings.preview(pred_x0) if settings.preview is not None else pred_x0
     u = eps_of.get(rule.uncond_branch)
     diag = _diagnostics(u, eps_of["cond"], rgb, log_p, rule) if settings.diagnostics else {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from guidance.sampler import SampleResult
@@ -43,44 +43,33 @@ def figure_to_image(fig: Figure) -> Image.Image:
     return Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
 
 
-# Fixed margins for the per-request diagnostics figure (4.2 × 3.0 in per panel): room for the suptitle,
-# the panel titles, tick labels and "step".
-DIAGNOSTICS_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.16, "top": 0.83, "wspace": 0.22}
+GUIDANCE_SERIES = {"delta_par": "‖Δ∥‖ (along the basis)", "delta_perp": "‖Δ⊥‖ (across)",
+                   "log_prob": "log p(y | x_t)"}
+SATURATION_SERIES = {"x0_saturation": "x̂0 outside [−1, 1]", "colour_saturation": "colour saturation (mean HSV S)"}
 
 
-def plot_diagnostics(result: SampleResult, title: str = "", measured_on: str = "") -> Image.Image:
-    """Per-step ‖Δ∥‖ and ‖Δ⊥‖ (mean over the batch), and how saturated the predicted image is.
+def series_frame(result: SampleResult, series: dict[str, str], scale: float = 1.0) -> pd.DataFrame:
+    """The trace's ``series`` (key → name), mean over the batch, per step, as a long table (step, value, series) for
+    a native plot; steps that did not record a series (outside the guidance interval) have no row."""
+    rows = []
+    for key, name in series.items():
+        values = result.series(key)
+        if values.size == 0:
+            continue
+        mean = np.nanmean(np.where(np.isnan(values).all(axis=1, keepdims=True), 0.0, values), axis=1)
+        recorded = ~np.isnan(values).all(axis=1)
+        rows += [(int(step), float(v) * scale, name) for step, v, ok in zip(range(len(mean)), mean, recorded,
+                                                                          strict=True) if ok]
+    return pd.DataFrame(rows, columns=["step", "value", "series"])
 
-    ``measured_on`` says which image the saturation panels read (for latent models: the decoded preview).
-    """
-    keys = [row.keys() for row in result.trace]
-    has = {k for ks in keys for k in ks}
-    on = f"\n({measured_on})" if measured_on else ""
-    panels = [p for p in (("delta", "‖Δ‖ split"), ("x0_saturation", f"pred. x̂0 outside [−1, 1]{on}"),
-                          ("colour_saturation", f"colour saturation (mean HSV S){on}"),
-                          ("log_prob", "log p(y | x_t)")) if p[0] in has or (p[0] == "delta" and "delta_par" in has)]
-    fig, axes = subplots(max(len(panels), 1), (4.2 * max(len(panels), 1), 3.0), DIAGNOSTICS_MARGINS)
-    steps = np.arange(len(result.trace))
-    for ax, (key, label) in zip(axes, panels, strict=False):
-        if key == "delta":
-            ax.plot(steps, result.series("delta_par").mean(1), label="‖Δ∥‖ (along basis)")
-            ax.plot(steps, result.series("delta_perp").mean(1), label="‖Δ⊥‖ (across)")
-            ax.legend(fontsize=8)
-        elif key == "log_prob":
-            series = result.series(key)
-            for b in range(series.shape[1]):
-                ax.plot(steps, series[:, b], alpha=0.8)
-        else:
-            ax.plot(steps, result.series(key).mean(1))
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        # Tick labels are most of this figure's drawing time; a handful per axis reads as well.
-        ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(4))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return figure_to_image(fig)
+
+def diagnostics_frames(result: SampleResult, measured_on: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-step diagnostics as two tables for native plots: the guidance direction (‖Δ∥‖, ‖Δ⊥‖ and, under
+    classifier guidance, log p(y | x_t)), and how saturated the predicted image is, in % (``measured_on`` names the
+    image the saturation is read on: for latent models, the decoded preview)."""
+    on = f" ({measured_on})" if measured_on else ""
+    saturation = {key: f"{name}, %{on}" for key, name in SATURATION_SERIES.items()}
+    return series_frame(result, GUIDANCE_SERIES), series_frame(result, saturation, scale=100.0)
 
 
 def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):

@@ -18,9 +18,11 @@ from models.loading.sd import is_pixel_space
 from models.profiles import Profile
 from pipelines.class_cfg import CLIP_HELP, CLIP_MODES, OWN, SCHEDULER_CHOICES, check_clip_mode, class_cfg_sample
 from pipelines.text_to_image import to_pil
-from reporting.plots import plot_diagnostics
+from reporting.plots import diagnostics_frames
 from tasks import fields as F
 from tasks.common import (
+    DIAGNOSTICS_OUTPUT,
+    SATURATION_OUTPUT,
     check_guidance,
     evaluations_per_step,
     guidance_fields,
@@ -145,9 +147,10 @@ CLASS_CFG_SPEC = EndpointSpec(
     outputs=(
         Output("samples", "gallery", "samples (PNG, parameters embedded)", columns=4, elem_id="ccfg-gallery",
                preview=True),
-        Output("diagnostics", "image", "per-step diagnostics"),
+        DIAGNOSTICS_OUTPUT,
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
+        SATURATION_OUTPUT,
     ),
     checks=(resolve, check_rule),
     cost=cost,
@@ -170,7 +173,9 @@ def run_class_cfg(params: Params, ctx: TaskContext) -> dict:
     title = f"{label}: {rule.name}, w = {rule.scale:g}, {out.scheduler} {params.steps}"
     meta = ctx.metadata(model_id=model_id, rule=rule.describe(), scheduler_used=out.scheduler,
                         null_class=dit.null_class, learned_sigma=dit.learned_sigma, seconds=round(out.seconds, 3))
-    return dict(samples=gallery, diagnostics=plot_diagnostics(out.result, title), metadata=meta, seed=params.seed)
+    guidance_frame, saturation_frame = diagnostics_frames(out.result)
+    return dict(samples=gallery, diagnostics=guidance_frame, metadata={**meta, "title": title}, seed=params.seed,
+                saturation=saturation_frame)
 
 
 CLASS_CFG = Task(CLASS_CFG_SPEC, run_class_cfg)

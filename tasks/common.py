@@ -14,6 +14,7 @@ from models.profiles import ROOT
 from pipelines.schedulers import SCHEDULERS
 from tasks import fields as F
 from tasks.fields import Field
+from tasks.spec import Output
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from tasks.spec import Params
 
 T = TypeVar("T")
+# Every sampling tab's per-step diagnostics, drawn in the browser (reporting.plots.diagnostics_frames); saturation
+# is the endpoint's last output so earlier outputs keep their positions for gradio_client callers.
+DIAGNOSTICS_OUTPUT = Output("diagnostics", "lineplot", "guidance per step: ‖Δ∥‖ and ‖Δ⊥‖ (hover to read)",
+                            y_title="norm (mean over images)")
+SATURATION_OUTPUT = Output("saturation", "lineplot", "saturation of the predicted image per step", y_title="%")
 TOY_EXAMPLES = ROOT / "assets" / "toy" / "examples"
 PHOTOS = ROOT / "assets" / "photos"
 

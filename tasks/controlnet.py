@@ -16,10 +16,12 @@ from models.loading.sd import load_role_sd
 from models.profiles import Profile
 from pipelines.controlnet import MAX_CONDITIONING_SCALE, ControlSpec, controlnet_to_image, validate_control
 from pipelines.text_to_image import to_pil
-from reporting.plots import plot_diagnostics
+from reporting.plots import diagnostics_frames
 from tasks import fields as F
 from tasks.common import (
+    DIAGNOSTICS_OUTPUT,
     PHOTOS,
+    SATURATION_OUTPUT,
     check_guidance,
     check_pixels,
     check_sampler,
@@ -121,11 +123,10 @@ def generate(params: Params, ctx: TaskContext, controls: list[tuple[str, Any, fl
     steps_on = [sum(step[i] for step in out.active) for i in range(len(specs))]
     gallery = [(ctx.stamp(to_pil(img), models=models, index=i), f"seed {params.seed} · #{i}")
                for i, img in enumerate(out.images)]
-    plot = plot_diagnostics(out.result, f"ControlNet ({' + '.join(c for c, *_ in controls)}), {rule.name}",
-                            decoder.caption)
+    guidance_frame, saturation_frame = diagnostics_frames(out.result, decoder.caption)
     meta = ctx.metadata(model_id=models["sd"], models=models, rule=rule.describe(), controlnet_steps_on=steps_on,
                         diagnostics_measured_on=decoder.caption)
-    return dict(images=gallery, diagnostics=plot, metadata=meta)
+    return dict(images=gallery, diagnostics=guidance_frame, metadata=meta, saturation=saturation_frame)
 
 
 CONTROLNET_SPEC = EndpointSpec(
@@ -145,8 +146,9 @@ CONTROLNET_SPEC = EndpointSpec(
     outputs=(
         Output("control_map", "image", "control map (what the ControlNet reads)"),
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="cn-gallery", preview=True),
-        Output("diagnostics", "image", "per-step diagnostics"),
+        DIAGNOSTICS_OUTPUT,
         Output("metadata", "json", "metadata"),
+        SATURATION_OUTPUT,
     ),
     checks=(check_pixels, check_maps, check_sampler, check_guidance),
     cost=lambda p: sd_cost(p) * 1.4,  # SD 1.5's ControlNet is 40 % of a UNet's parameters, run on both branches
@@ -182,8 +184,9 @@ CONTROLNET_MULTI_SPEC = EndpointSpec(
     outputs=(
         Output("control_maps", "gallery", "control maps"),
         Output("images", "gallery", "images (PNG, parameters embedded)", preview=True),
-        Output("diagnostics", "image", "per-step diagnostics"),
+        DIAGNOSTICS_OUTPUT,
         Output("metadata", "json", "metadata"),
+        SATURATION_OUTPUT,
     ),
     checks=(check_pixels, check_maps, check_sampler, check_guidance),
     cost=lambda p: sd_cost(p) * 1.8,

@@ -12,10 +12,12 @@ from models.loading.image import load_ip_adapter as load_ipa
 from models.profiles import Profile
 from pipelines.image_conditioning import MAX_IMAGE_SCALE, MODES, clip_scores, cross_modal, ip_adapter, variations
 from pipelines.text_to_image import to_pil
-from reporting.plots import plot_diagnostics
+from reporting.plots import diagnostics_frames
 from tasks import fields as F
 from tasks.common import (
+    DIAGNOSTICS_OUTPUT,
     PHOTOS,
+    SATURATION_OUTPUT,
     check_guidance,
     check_pixels,
     check_sampler,
@@ -78,9 +80,10 @@ IMAGE_CONDITIONING_SPEC = EndpointSpec(
     outputs=(
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="img-gallery", preview=True),
         Output("clip_scores", "json", "CLIP cosine similarities"),
-        Output("diagnostics", "image", "per-step diagnostics"),
+        DIAGNOSTICS_OUTPUT,
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
+        SATURATION_OUTPUT,
     ),
     checks=(check_pixels, check_request, check_sampler, lambda p, profile: check_guidance(p, profile, VARIATIONS_ROLE
                                                     if p.mode != "ip-adapter" else "sd")),
@@ -136,7 +139,7 @@ def run_image_conditioning(params: Params, ctx: TaskContext) -> dict:
     return dict(
         images=gallery,
         clip_scores=scores,
-        diagnostics=plot_diagnostics(out.result, f"{params.mode}: {rule.name}, w = {rule.scale:g}", decoder.caption),
+        **dict(zip(("diagnostics", "saturation"), diagnostics_frames(out.result, decoder.caption), strict=True)),
         metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), clip=scores,
                               diagnostics_measured_on=decoder.caption),
         seed=params.seed,

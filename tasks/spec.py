@@ -89,7 +89,11 @@ class Params(Mapping[str, Any]):
 
 @dataclass(frozen=True)
 class Output:
-    """One returned value, in API order: ``kind`` is gallery, image, json, number, code or markdown."""
+    """One returned value, in API order: ``kind`` is gallery, image, json, number, code, markdown or lineplot.
+
+    A lineplot is drawn in the browser from a long-format data frame (``reporting.plots``): ``axes`` names its
+    x, y and colour columns, ``y_title`` the y axis; hovering a point shows its row.
+    """
 
     name: str
     kind: str
@@ -97,6 +101,8 @@ class Output:
     columns: int = 2
     elem_id: str | None = None
     preview: bool = False  # streams the predicted x̂0 while sampling (the endpoint becomes a generator)
+    axes: tuple[str, str, str] = ("step", "value", "series")
+    y_title: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from pipelines.attention import PROCESSORS, cross_attention_layers, overlay, pro
 from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_grid
 from pipelines.text_to_image import text_to_image, to_pil
 from reporting.formats import human_bytes
-from reporting.plots import plot_diagnostics
+from reporting.plots import diagnostics_frames
 from tasks import fields as F
 from tasks.common import (
+    DIAGNOSTICS_OUTPUT,
+    SATURATION_OUTPUT,
     check_guidance,
     check_pixels,
     check_sampler,
@@ -57,11 +59,12 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
     ),
     outputs=(
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery", preview=True),
-        Output("diagnostics", "image", "per-step diagnostics"),
+        DIAGNOSTICS_OUTPUT,
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
         Output("attention", "gallery", "cross-attention overlay"),
         Output("snippet", "code", "reproduce with gradio_client"),
+        SATURATION_OUTPUT,
     ),
     checks=(check_pixels, check_sampler, check_guidance),
     cost=sd_cost,
@@ -95,7 +98,7 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
     return dict(
         images=gallery,
-        diagnostics=plot_diagnostics(out.result, f"{rule.name}, w = {rule.scale:g}", decoder.caption),
+        **dict(zip(("diagnostics", "saturation"), diagnostics_frames(out.result, decoder.caption), strict=True)),
         metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes),
                               diagnostics_measured_on=decoder.caption,
                               attention=attention_run(out.attention_kind, ctx, seconds, peak, recorded=bool(positions),

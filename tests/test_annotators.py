@@ -150,12 +150,12 @@ def test_no_person_through_the_controlnet_endpoint(blank_pose_folder, photo, tin
                        "[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\n")  # fmt: skip
     result = CONTROLNET(load_profile(profile), image=photo, control="pose", preprocess=True,
                         preprocess_resolution=RES, prompt="an astronaut", steps=2, width=32, height=32, seed=0)
-    cmap, gallery, plot, meta = result.values(CONTROLNET.spec)
+    cmap, gallery, plot, meta, _saturation = result.values(CONTROLNET.spec)
     assert cmap.size == (RES, RES) and not np.asarray(cmap).any()
     assert result.notes == meta["notes"] == [NO_PERSON]  # the UI shows the note as a warning
     assert meta["parameters"]["control"] == "pose" and meta["controlnet_steps_on"] == [2]
     assert len(gallery) == 1 and gallery[0][0].size == (32, 32)
-    assert isinstance(plot, Image.Image)
+    assert list(plot.columns) == ["step", "value", "series"] and len(plot)
 
 
 # --- missing files ----------------------------------------------------------------------------------------------

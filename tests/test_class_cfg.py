@@ -67,7 +67,7 @@ def test_the_comparison_with_dit_pipeline_can_fail(tiny_dit, reference, monkeypa
 
 
 def test_endpoint_png_matches_dit_pipeline_within_one_level(tiny_dit_folder, reference):
-    samples, _, metadata, _ = CLASS_CFG(profile_for(tiny_dit_folder), class_name="golden retriever", guidance="cfg",
+    samples, _, metadata, _, _ = CLASS_CFG(profile_for(tiny_dit_folder), class_name="golden retriever", guidance="cfg",
                                         scale=4.0, steps=8, seed=3).values(CLASS_CFG.spec)
     ours = np.asarray(samples[0][0].convert("RGB"), dtype=np.int16)
     theirs = np.asarray(reference_images(reference, 207, 4.0, 8, 3, "pil")[0], dtype=np.int16)
@@ -111,7 +111,7 @@ def test_a_folder_without_id2label_samples_by_id_and_says_so(tmp_path):
     with pytest.raises(ValueError, match="no id2label.*class_id"):
         CLASS_CFG(profile, class_name="golden retriever", steps=2)
     result = CLASS_CFG(profile, class_id=3, steps=2)
-    samples, _, metadata, _ = result.values(CLASS_CFG.spec)
+    samples, _, metadata, _, _ = result.values(CLASS_CFG.spec)
     assert samples[0][1].startswith("class 3") and any("no id2label" in n for n in metadata["notes"])
     with pytest.raises(ValueError, match="class_id"):
         CLASS_CFG(profile, class_id=10, steps=2)

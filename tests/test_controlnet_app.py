@@ -45,7 +45,7 @@ def _call(client, image, **kw):
 
 def test_canny_with_preprocessing_on_the_shipped_photo(setup):
     client, _, _ = setup
-    cmap, gallery, plot, meta = _call(client, PHOTO)
+    cmap, gallery, plot, meta, _saturation = _call(client, PHOTO)
     edges = np.asarray(Image.open(cmap))
     assert edges.shape == (128, 128, 3) and set(np.unique(edges)) <= {0, 255} and edges.any()
     assert len(gallery) == 1

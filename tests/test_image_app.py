@@ -56,7 +56,7 @@ def _call(client, image, **kw):
 
 def test_variations_endpoint_matches_pipeline(setup):
     client, _, tiny, photo = setup
-    gallery, scores, _plot, meta, seed = _call(client, photo, mode="variations", num_images=2)
+    gallery, scores, _plot, meta, seed, _saturation = _call(client, photo, mode="variations", num_images=2)
     assert seed == 11 and meta["parameters"]["mode"] == "variations"
     vsd = load_variations_source(str(tiny["variations"]), CPU32)
     pipe = StableDiffusionImageVariationPipeline.from_pretrained(tiny["variations"], safety_checker=None)

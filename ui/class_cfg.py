@@ -51,7 +51,7 @@ def build_class_cfg(profile: Profile) -> None:
             inputs |= render_rest(endpoint, inputs)
             run = gr.Button("Sample with CFG", variant="primary", elem_id="ccfg-run")
         with gr.Column(scale=2):
-            outputs = render_outputs(CLASS_CFG.spec, ["samples", "diagnostics", "metadata", "seed"])
+            outputs = render_outputs(CLASS_CFG.spec, ["samples", "diagnostics", "saturation", "metadata", "seed"])
     toy = profile.name == "toy"
     wire(run, CLASS_CFG, endpoint, inputs, outputs, examples=TOY_CFG_EXAMPLES if toy else IMAGENET_CFG_EXAMPLES)
 

@@ -59,8 +59,8 @@ def build(profile: Profile) -> None:
             inputs |= render_rest(endpoint, inputs)
             run = gr.Button("Generate", variant="primary", elem_id="img-run")
         with gr.Column(scale=2):
-            outputs = render_outputs(IMAGE_CONDITIONING.spec, ["images", "clip_scores", "diagnostics", "metadata",
-                                                               "seed"])
+            outputs = render_outputs(IMAGE_CONDITIONING.spec, ["images", "clip_scores", "diagnostics",
+                                                               "saturation", "metadata", "seed"])
     toy = profile.name == "toy"
     examples = (toy_examples() if profile.has(VARIATIONS_ROLE) else ()) if toy else photo_examples()
     wire(run, IMAGE_CONDITIONING, endpoint, inputs, outputs, examples=examples)
