@@ -1,4 +1,4 @@
-"""Text conditioning: prompts to CLIP text-encoder states, as Stable Diffusion uses them."""
+"""Text conditioning: prompts to per-token text-encoder states (CLIP as Stable Diffusion uses it, or T5)."""
 
 from __future__ import annotations
 
@@ -44,4 +44,5 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
     """The prompt's tokens as the text encoder sees them (without start/end/padding)."""
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     special = set(tokenizer.all_special_ids)
-    return [tokenizer.convert_ids_to_tokens(i).replace("</w>", "") for i in ids if i not in special]
+    # CLIP's BPE marks a word's end with </w>, T5's SentencePiece its start with ▁: either way, the word itself
+    return [tokenizer.convert_ids_to_tokens(i).replace("</w>", "").lstrip("▁") for i in ids if i not in special]

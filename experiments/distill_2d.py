@@ -11,9 +11,11 @@ the same noise:
   evaluation per step, sampled with the rule ``"none"``.
 
 Each is compared by Székely's energy distance to a large exact-guided reference sample at the same w (other noise);
-the exact CFG run's own distance to it is the floor that finite samples alone give. The ε errors against the exact
-guided ε on forward-process draws say where the distances come from: the teacher network's CFG error grows like w²
-(its branch errors are amplified by w), the student's is whatever it failed to fit.
+the exact CFG run's own distance to it is the floor that finite samples alone give. The learned methods are also
+compared to the exact-CFG run from the *same* noise ("paired"): the sample-to-sample fluctuation is then shared and
+cancels, so that distance resolves model errors far below the floor (at the cost of depending on one noise draw).
+The ε errors against the exact guided ε on forward-process draws say where the distances come from: the teacher
+network's CFG error grows like w² (its branch errors are amplified by w), the student's is whatever it failed to fit.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from experiments.puncond import training_alpha_bars
+from experiments.puncond import training_alpha_bars, view_extent
 from guidance.sampler import Denoiser, ModelCall
 from models.architectures.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture
 from models.architectures.guided_student_2d import GuidedStudent2D, GuidedStudentDenoiser
 from models.architectures.score_mlp import LearnedScoreDenoiser, ScoreMLP
-from pipelines.playground import PlaygroundRun, run_playground
+from pipelines.playground import PlaygroundRun, energy_distance, run_playground
 from reporting.playground import draw_samples
 from reporting.plots import figure_to_image, subplots
 
@@ -128,11 +130,13 @@ class Reference:
 class MethodRun:
     run: PlaygroundRun
     counter: CallCounter
-    energy_distance: float
+    energy_distance: float | None  # to the large exact reference (other noise)
+    paired_distance: float | None = None  # to the exact-CFG run from the same noise
 
     def summary(self) -> dict:
         samples = self.run.samples.shape[0]
-        return {"energy_distance": round(self.energy_distance, 6),
+        return {"energy_distance": None if self.energy_distance is None else round(self.energy_distance, 6),
+                "paired_energy_distance": None if self.paired_distance is None else round(self.paired_distance, 6),
                 "class_fraction": self.run.stats["class_fraction"],
                 "evaluations_per_sample": self.counter.evaluations_per_sample(samples),
                 "forward_passes": self.counter.forward_passes}
@@ -150,11 +154,13 @@ def method_denoisers(method: str, student: GuidedStudent2D, teacher: ScoreMLP, l
     raise ValueError(f"method must be one of {METHODS}; got {method!r}")
 
 
-def run_method(method: str, student: GuidedStudent2D, teacher: ScoreMLP, scale: float, reference: Reference, *,
-               target_class: str = "red", sampler: str = "ddpm", steps: int = 200, num_samples: int = 2000,
-               seed: int = 0, mixture: GaussianMixture2D | None = None,
-               student_scale: float | None = None) -> MethodRun:
-    """One method at w = ``scale`` through the playground's loop, its calls counted, its distance to ``reference``.
+def run_method(method: str, student: GuidedStudent2D, teacher: ScoreMLP, scale: float,
+               reference: Reference | None = None, *, paired_with: Tensor | None = None, target_class: str = "red",
+               sampler: str = "ddpm", steps: int = 200, num_samples: int = 2000, seed: int = 0,
+               mixture: GaussianMixture2D | None = None, student_scale: float | None = None) -> MethodRun:
+    """One method at w = ``scale`` through the playground's loop, its calls counted; its energy distance to
+    ``reference`` (a large exact sample from other noise) and to ``paired_with`` (the exact-CFG samples from the
+    same noise: finite-sample fluctuations are shared, so this one resolves much smaller model errors).
 
     ``student_scale``: the w handed to the student when it should differ from the reference's (a deliberately wrong
     w, to show that the comparison can fail)."""
@@ -165,7 +171,8 @@ def run_method(method: str, student: GuidedStudent2D, teacher: ScoreMLP, scale: 
     counter = CallCounter(denoiser)
     run = run_playground(rule, scale, target_class=target_class, sampler=sampler, steps=steps,
                          num_samples=num_samples, seed=seed, mixture=mixture, denoiser=counter)
-    return MethodRun(run, counter, reference.distance(run.samples))
+    return MethodRun(run, counter, None if reference is None else reference.distance(run.samples),
+                     None if paired_with is None else energy_distance(run.samples, paired_with))
 
 
 @torch.no_grad()
@@ -205,18 +212,23 @@ class DistillComparison:
     runs: dict[tuple[float, str, str], MethodRun] = field(default_factory=dict)  # (w, class, method)
     errors: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def distance(self, scale: float, method: str) -> float:
-        """Mean over the target classes of the energy distance to the exact reference."""
-        return float(np.mean([self.runs[scale, name, method].energy_distance for name in self.classes]))
+    def distance(self, scale: float, method: str, paired: bool = False) -> float:
+        """Mean over the target classes of the energy distance to the exact reference (``paired``: to the exact-CFG
+        run from the same noise)."""
+        return float(np.mean([getattr(self.runs[scale, name, method], "paired_distance" if paired else
+                                      "energy_distance") for name in self.classes]))
 
     def summary(self) -> dict:
         rows = []
         for scale in self.scales:
             distances = {m: round(self.distance(scale, m), 6) for m in METHODS}
             ratio = distances["student"] / distances["teacher_net_cfg"]
+            paired = {m: round(self.distance(scale, m, paired=True), 6) for m in METHODS[1:]}
             rows.append({
                 "w": scale, "energy_distance": distances,
                 "student_over_teacher_net": round(ratio, 3), "within_2x": bool(ratio <= 2.0),
+                "paired_energy_distance": paired,
+                "paired_student_over_teacher_net": round(paired["student"] / paired["teacher_net_cfg"], 3),
                 "class_fraction": {m: round(float(np.mean([self.runs[scale, n, m].run.stats["class_fraction"]
                                                            for n in self.classes])), 4) for m in METHODS},
                 "per_class": {n: {m: self.runs[scale, n, m].summary() for m in METHODS} for n in self.classes},
@@ -246,9 +258,14 @@ def compare(student: GuidedStudent2D, teacher: ScoreMLP, scales: tuple[float, ..
     for scale, name in progress(pairs) if progress else pairs:
         reference = Reference.exact(scale, name, num_samples=reference_samples, sampler=sampler, steps=steps,
                                     mixture=mixture)
-        for method in METHODS:
+        exact = run_method("exact_cfg", student, teacher, scale, reference, target_class=name, mixture=mixture,
+                           **sampling)
+        exact.paired_distance = 0.0  # itself
+        result.runs[scale, name, "exact_cfg"] = exact
+        for method in METHODS[1:]:
             result.runs[scale, name, method] = run_method(method, student, teacher, scale, reference,
-                                                          target_class=name, mixture=mixture, **sampling)
+                                                          paired_with=exact.run.samples, target_class=name,
+                                                          mixture=mixture, **sampling)
     if error_points:
         result.errors = eps_errors(student, teacher, tuple(scales), points=error_points, mixture=mixture)
     return result
@@ -266,13 +283,15 @@ def plot_comparison(result: DistillComparison, shown_scales: tuple[float, ...] =
     images = []
     for scale in shown:
         fig, axes = subplots(len(METHODS), (13.5, 4.7), ROW_MARGINS)
+        # One view for the row, wide enough for where the worst method's samples went (up to a limit).
+        extent = view_extent(torch.cat([result.runs[scale, name, m].run.samples for m in METHODS]))
         for ax, method in zip(axes, METHODS, strict=True):
             method_run = result.runs[scale, name, method]
             evaluations = method_run.counter.evaluations_per_sample(method_run.run.samples.shape[0])
             draw_samples(ax, method_run.run.mixture, method_run.run.samples, method_run.run.label, scale,
                          f"{METHOD_LABELS[method]}, w={scale:g}, target {name!r}\n"
-                         f"energy distance to exact reference {method_run.energy_distance:.4f}; "
-                         f"{evaluations:g} evaluations/sample")
+                         f"energy distance to exact ref. {method_run.energy_distance:.4f}, "
+                         f"{evaluations:g} evaluations/sample", extent)
         images.append(figure_to_image(fig))
     fig, (ax_ed, ax_err) = subplots(2, (13.5, 4.4))
     scales = np.asarray(result.scales)
@@ -282,6 +301,9 @@ def plot_comparison(result: DistillComparison, shown_scales: tuple[float, ...] =
         ax_ed.plot(scales, values, style, label=label)
     ax_ed.plot(scales, [2 * result.distance(s, "teacher_net_cfg") for s in result.scales], "--", color="C0",
                lw=1, alpha=0.6, label="2 × teacher network (the target for the student)")
+    for method, colour in (("teacher_net_cfg", "C0"), ("student", "C1")):
+        ax_ed.plot(scales, [result.distance(s, method, paired=True) for s in result.scales], "x:", color=colour,
+                   lw=1, label=f"{METHOD_LABELS[method]}: to exact CFG from the same noise")
     ax_ed.set_yscale("log")
     ax_ed.set_xlabel("guidance scale w")
     ax_ed.set_title(f"energy distance to {result.reference_samples} exact-guided samples "

@@ -8,7 +8,7 @@ rule below guides each row with its own scale and rule, so a sweep costs one loo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -17,13 +17,20 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from guidance.rules import METHODS, SCALE, GuidanceRule, GuideStep, RunFacts, guide
+from guidance.rules import METHODS, SCALE, GuidanceRule, GuideStep, Rule, RunFacts, guide
 from guidance.sampler import SampleResult, StepState
 from guidance.settings import SamplingSettings, settings_from
 from models.adapters.denoisers import UNetDenoiser
 from models.loading.sd import SDComponents
 from models.runtime import cpu_generator
-from pipelines.text_to_image import generate, latent_shape, prompt_contexts, resolve_size, to_pil
+from pipelines.text_to_image import (
+    GenerationResult,
+    generate,
+    latent_shape,
+    prompt_contexts,
+    resolve_size,
+    to_pil,
+)
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
@@ -170,6 +177,9 @@ class SweepResult:
     truncated: list[str]
 
 
+Draw = Callable[[Rule, SamplingSettings, list[torch.Generator]], GenerationResult]
+
+
 @torch.no_grad()
 def guidance_sweep(
     sd: SDComponents,
@@ -183,15 +193,28 @@ def guidance_sweep(
     weak: UNet2DConditionModel | None = None,
     **sampling: Any,
 ) -> SweepResult:
+    """A sweep on an SD-style model (:func:`sweep_cells` with the SD pipeline's sampling)."""
+    def draw(rule: Rule, run_settings: SamplingSettings, generators: list[torch.Generator]) -> GenerationResult:
+        n = run_settings.num_images
+        cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
+        width, height = resolve_size(sd, run_settings.width, run_settings.height)
+        images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule, latent_shape(sd, width, height, n),
+                                  run_settings, generator=generators, weak=weak)
+        return GenerationResult(images, result, truncated)
+
+    return sweep_cells(draw, scales, rules=rules, options=options, settings=settings_from(settings, sampling))
+
+
+def sweep_cells(draw: Draw, scales: list[float], *, rules: tuple[str, ...], options: dict[str, Any] | None,
+                settings: SamplingSettings) -> SweepResult:
     """Every (rule, scale) cell from the same seed: the rules that evaluate the same branches in one batched run
     of the sampler loop (autoguidance, whose u comes from another model, in a run of its own).
 
-    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …); ``settings``
-    (or its fields as keywords) say how to sample (``num_images`` is one per cell). ``result`` is the first run's
-    trace.
+    ``draw(rule, settings, generators)`` samples ``settings.num_images`` rows of one prompt with a per-row rule on
+    the model at hand (any pipeline whose denoiser runs per-row rules: the SD UNet, PixArt-Σ, a flow model).
+    ``options`` are the rules' other parameters by registry name (``eta``, ``basis``, ``rescale`` …). ``result`` is
+    the first run's trace.
     """
-    settings = settings_from(settings, sampling)
-    width, height = resolve_size(sd, settings.width, settings.height)
     cells = [(r, float(s)) for r in rules for s in scales]
     groups: dict[str, list[int]] = {}
     for k, (rule_name, _) in enumerate(cells):
@@ -211,20 +234,18 @@ def guidance_sweep(
 
     for run, rows in enumerate(groups.values()):
         n = len(rows)
-        cond, uncond, truncated = prompt_contexts(sd, prompt, negative_prompt, n)
         rule = PerRowRule(tuple(cells[k][0] for k in rows), tuple(cells[k][1] for k in rows),
                           tuple((options or {}).items()))
         # One generator per row: each row's noise (initial and ancestral) equals a single run's at this seed.
         generators = [cpu_generator(settings.seed) for _ in range(n)]
         run_settings = settings.replace(
             num_images=n, callback=partial(whole_sweep, rows=rows, run=run) if settings.callback else None)
-        run_images, result = generate(sd, UNetDenoiser(sd.unet, cond, uncond), rule,
-                                      latent_shape(sd, width, height, n), run_settings, generator=generators,
-                                      weak=weak)
+        out = draw(rule, run_settings, generators)
         if images is None:
-            images = torch.empty((len(cells), *run_images.shape[1:]), dtype=run_images.dtype)
-        images[rows] = run_images
-        results.append(result)
+            images = torch.empty((len(cells), *out.images.shape[1:]), dtype=out.images.dtype)
+        images[rows] = out.images
+        results.append(out.result)
+        truncated = out.truncated
     return SweepResult(images, cells, results[0], truncated)
 
 

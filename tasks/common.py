@@ -59,10 +59,11 @@ def load_aid(ctx, role: str, load: Callable[[], T], without: str) -> T | None:
         return None
 
 
-def preview_for(ctx, sd: SDComponents) -> PreviewDecoder:
+def preview_for(ctx, sd: SDComponents, taesd: bool = True) -> PreviewDecoder:
     """The run's x̂0 preview decoder; when the profile's preview model cannot be loaded the linear map stands in
-    (an aid never blocks the answer) and the page says so once."""
-    decoder = preview_decoder(ctx.profile, sd, ctx.runtime)
+    (an aid never blocks the answer) and the page says so once. ``taesd`` False: the model's latents are not SD
+    1.x's (another VAE), so the linear map fitted through its own VAE previews them."""
+    decoder = preview_decoder(ctx.profile if taesd else None, sd, ctx.runtime)
     if decoder.fallback:
         announce_once(ctx, PREVIEW_ROLE, f"previews use a linear latent→RGB map: {decoder.fallback}"[:400])
     return decoder

@@ -8,25 +8,23 @@ from functools import partial
 from condition.text import prompt_tokens
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
 from guidance.settings import SamplingSettings
-from models.loading.sd import AUTOGUIDE_ROLE, load_autoguide, load_role_sd
+from models.loading.sd import AUTOGUIDE_ROLE, load_autoguide
 from models.runtime import PEAK_MEMORY_METHOD, peak_memory
 from pipelines.attention import PROCESSORS, cross_attention_layers, overlay, processor, token_map, token_positions
-from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_grid
-from pipelines.text_to_image import text_to_image, to_pil
+from pipelines.sweep import guidance_sweep, parse_methods, parse_scales, sweep_cells, sweep_grid
+from pipelines.text_to_image import to_pil
 from reporting.formats import human_bytes
 from reporting.plots import diagnostics_frames
 from tasks import fields as F
 from tasks.common import (
     DIAGNOSTICS_OUTPUT,
     SATURATION_OUTPUT,
-    check_guidance,
     check_pixels,
     check_sampler,
     guidance_fields,
     guidance_roles,
     is_toy,
     load_weak,
-    preview_for,
     prompt_fields,
     sampling_fields,
     sampling_settings,
@@ -34,6 +32,7 @@ from tasks.common import (
     with_preview,
 )
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
+from tasks.text_models import TEXT_MODELS, check_text_model, load_text_model, model_field, sample_text_model
 
 ROLE = "sd"
 
@@ -56,6 +55,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
                  "layer's softmax matrix. Same pixels, different memory."),
         F.flag("measure_memory", False, "measure peak memory", info="the run's peak memory into the metadata (CPU: "
                "the run goes under the torch profiler, ≈ 1.3× slower on the toy)"),
+        model_field(),
     ),
     outputs=(
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery", preview=True),
@@ -66,54 +66,60 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         Output("snippet", "code", "reproduce with gradio_client"),
         SATURATION_OUTPUT,
     ),
-    checks=(check_pixels, check_sampler, check_guidance),
+    checks=(check_pixels, check_sampler, check_text_model),
     cost=sd_cost,
 )
 
 
 def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
-    with ctx.loading(*with_preview(ctx.profile, ROLE, *guidance_roles(params, ctx.profile))):
-        sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
-        decoder = preview_for(ctx, sd)
+    role = params.model
+    unet = TEXT_MODELS[role].kind == "unet"
+    with ctx.loading(*with_preview(ctx.profile, role, *guidance_roles(params, ctx.profile)) if role == ROLE
+                     else (role, *guidance_roles(params, ctx.profile))):
+        model = load_text_model(ctx, role)
         weak = load_weak(params, ctx)
     token = params.attention_token.strip()
-    positions = token_positions(prompt_tokens(sd.tokenizer, params.prompt), token) if token else []
+    tokenizer = getattr(model.components, "tokenizer", None)
+    positions = token_positions(prompt_tokens(tokenizer, params.prompt), token) if token and unet else []
     rule = rule_from(params)
-    run = partial(text_to_image, sd, params.prompt, negative_prompt=params.negative_prompt, rule=rule,
-                  settings=sampling_settings(params, ctx, preview=decoder), attention=bool(positions), weak=weak,
-                  attention_kind=params.attention)
+    settings = sampling_settings(params, ctx, preview=model.preview)
+    # The UNet path records cross-attention and chooses how attention computes; the transformers keep their own.
+    options = dict(attention=bool(positions), weak=weak, attention_kind=params.attention) if unet else {}
+    run = partial(sample_text_model, model, params.prompt, params.negative_prompt, rule, settings, **options)
     with ctx.section("sample"):
         started = time.perf_counter()
         out, peak = peak_memory(run, ctx.runtime.device) if params.measure_memory else (run(), None)
         seconds = time.perf_counter() - started
+    window = getattr(tokenizer, "model_max_length", None)
     for dropped in filter(None, out.truncated):
-        ctx.note(f"prompt truncated to the text encoder's {sd.tokenizer.model_max_length} tokens; dropped: {dropped!r}")
-    model_id = ctx.profile.display_source(ROLE)
-    images = [to_pil(img) for img in out.images]
-    gallery = [(ctx.stamp(img, model_id=model_id, index=i), f"seed {params.seed} · #{i}")
-               for i, img in enumerate(images)]
-    overlays = []
-    if out.attention is not None:
-        heat = token_map(out.attention, positions)
-        overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
-    return dict(
-        images=gallery,
-        **dict(zip(("diagnostics", "saturation"), diagnostics_frames(out.result, decoder.caption), strict=True)),
-        metadata=ctx.metadata(model_id=model_id, rule=rule.describe(), truncated=bool(ctx.notes),
-                              diagnostics_measured_on=decoder.caption,
-                              attention=attention_run(out.attention_kind, ctx, seconds, peak, recorded=bool(positions),
-                                                      cross_layers=len(cross_attention_layers(sd.unet)))),
-        seed=params.seed,
-        attention=overlays,
-        snippet=ctx.snippet(),
-    )
+        ctx.note(f"prompt truncated to the text encoder's {window} tokens; dropped: {dropped!r}")
+    model_id = ctx.profile.display_source(role)
+    with ctx.section("present"):
+        images = [to_pil(img) for img in out.images]
+        gallery = [(ctx.stamp(img, model_id=model_id, index=i), f"seed {params.seed} · #{i}")
+                   for i, img in enumerate(images)]
+        overlays = []
+        if out.attention is not None:
+            heat = token_map(out.attention, positions)
+            overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
+        guidance_frame, saturation_frame = diagnostics_frames(out.result, model.preview.caption)
+        layers = len(cross_attention_layers(model.components.unet)) if unet else 0
+        metadata = ctx.metadata(model_id=model_id, model=role, rule=rule.describe(), truncated=bool(ctx.notes),
+                                diagnostics_measured_on=model.preview.caption,
+                                attention=attention_run(out.attention_kind, ctx, seconds, peak,
+                                                        recorded=bool(positions), cross_layers=layers))
+    return dict(images=gallery, diagnostics=guidance_frame, metadata=metadata, seed=params.seed, attention=overlays,
+                snippet=ctx.snippet(), saturation=saturation_frame)
 
 
-def attention_run(kind: str, ctx: TaskContext, seconds: float, peak: int | None, recorded: bool,
+def attention_run(kind: str | None, ctx: TaskContext, seconds: float, peak: int | None, recorded: bool,
                   cross_layers: int) -> dict:
     """The metadata's ``attention``: which computation ran, the run's wall time and (when measured) peak memory."""
     device = ctx.runtime.device.type
-    out = {"kind": kind, "processor": type(processor(kind)).__name__, "seconds": round(seconds, 3)}
+    if kind is None:  # a transformer model: its own attention processors (fused where diffusers fuses them)
+        out = {"kind": "the model's own", "seconds": round(seconds, 3)}
+    else:
+        out = {"kind": kind, "processor": type(processor(kind)).__name__, "seconds": round(seconds, 3)}
     if peak is None:
         out["peak_memory"] = "not measured (set measure_memory)"
     else:
@@ -134,7 +140,7 @@ def check_sweep(params: Params, profile) -> None:
     """Every cell's rule is checked like a single run's (a method's own scale cap, scheduler and roles)."""
     for method in params.methods:
         for scale in params.scales:
-            check_guidance(params.replace(guidance=method, scale=scale), profile)
+            check_text_model(params.replace(guidance=method, scale=scale), profile)
 
 
 def sweep_method_variants(profile) -> tuple[str, ...]:
@@ -162,6 +168,7 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
                 invalid=("", "1, x", "1, nan", "-1", "1, 2, 3, 4, 5, 6, 7, 8, 9"), extra={"text": True}),
         *(f for f in guidance_fields(with_rule=False) if f.name != SCALE.name),
         *sampling_fields(ROLE, num_images=False),
+        model_field(),
     ),
     outputs=(
         Output("grid", "image", "sweep grid", preview=True),
@@ -174,23 +181,29 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
 
 
 def run_guidance_sweep(params: Params, ctx: TaskContext) -> dict:
+    role = params.model
     autoguided = any(METHODS[m].uncond_branch == "weak" for m in params.methods)
-    with ctx.loading(*with_preview(ctx.profile, ROLE, *((AUTOGUIDE_ROLE,) if autoguided else ()))):
-        sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
-        decoder = preview_for(ctx, sd)
+    roles = (role, *((AUTOGUIDE_ROLE,) if autoguided else ()))
+    with ctx.loading(*(with_preview(ctx.profile, *roles) if role == ROLE else roles)):
+        model = load_text_model(ctx, role)
         weak = load_autoguide(ctx.profile, ctx.runtime) if autoguided else None
     cells = [(rule, scale) for rule in params.methods for scale in params.scales]
     options = {k: params[k] for k in RULE_PARAMS if k in params}
     with ctx.section("sample"):
         progress = ctx.steps("denoising all cells", arrange=lambda images: [sweep_grid(images, cells)])
-        out = guidance_sweep(sd, params.prompt, params.scales, negative_prompt=params.negative_prompt,
-                             rules=params.methods, options=options, weak=weak,
-                             settings=SamplingSettings.from_request(params, callback=progress, preview=decoder))
-    model_id = ctx.profile.display_source(ROLE)
+        settings = SamplingSettings.from_request(params, callback=progress, preview=model.preview)
+        if TEXT_MODELS[role].kind == "unet":
+            out = guidance_sweep(model.components, params.prompt, params.scales, negative_prompt=params.negative_prompt,
+                                 rules=params.methods, options=options, weak=weak, settings=settings)
+        else:
+            out = sweep_cells(lambda rule, run_settings, generators: model.draw(
+                params.prompt, params.negative_prompt, rule, run_settings, generator=generators),
+                params.scales, rules=params.methods, options=options, settings=settings)
+    model_id = ctx.profile.display_source(role)
     grid = ctx.stamp(sweep_grid(out.images, out.cells), model_id=model_id)
-    meta = ctx.metadata(model_id=model_id, cells=[{"rule": r, "scale": s} for r, s in out.cells],
+    meta = ctx.metadata(model_id=model_id, model=role, cells=[{"rule": r, "scale": s} for r, s in out.cells],
                         batched_rows=len(out.cells), truncated=any(out.truncated),
-                        diagnostics_measured_on=decoder.caption)
+                        diagnostics_measured_on=model.preview.caption)
     return dict(grid=grid, metadata=meta, seed=params.seed)
 
 

@@ -13,7 +13,7 @@ from models.runtime import Runtime, pick_runtime
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
 
 @dataclass
@@ -21,8 +21,8 @@ class SDComponents:
     """The parts of a Stable-Diffusion-1.x-style model; ``vae=None`` means pixel space."""
 
     unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel | None
-    tokenizer: CLIPTokenizer | None
+    text_encoder: CLIPTextModel | T5EncoderModel | None
+    tokenizer: CLIPTokenizer | T5Tokenizer | None
     scheduler_config: dict
     vae: AutoencoderKL | None = None
     source: str = ""
@@ -124,13 +124,14 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd", revis
 
     def build():
         from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import AutoTokenizer
 
         rev = {"revision": revision} if revision else {}
         try:
             unet = load_weights(UNet2DConditionModel, source, runtime, subfolder="unet", **rev)
-            text_encoder = load_weights(CLIPTextModel, source, runtime, subfolder="text_encoder", **rev)
-            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **rev)
+            text_encoder = load_weights(text_encoder_class(source, revision), source, runtime,
+                                        subfolder="text_encoder", **rev)
+            tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **rev)
             scheduler_config = scheduler_config_of(source, revision)
             vae = None
             if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
@@ -143,6 +144,16 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd", revis
         return SDComponents(unet, text_encoder, tokenizer, scheduler_config, vae, source=source)
 
     return cached(("sd", source, revision, runtime), build)
+
+
+def text_encoder_class(source: str, revision: str | None = None) -> type:
+    """The folder's text encoder class from its config: SD's CLIP text model, or a T5 encoder (the toy ``sd_t5``,
+    Imagen-style conditioning on per-token T5 states)."""
+    from transformers import AutoConfig, CLIPTextModel, T5EncoderModel
+
+    rev = {"revision": revision} if revision else {}
+    config = AutoConfig.from_pretrained(source, subfolder="text_encoder", **rev)
+    return T5EncoderModel if config.model_type == "t5" else CLIPTextModel
 
 
 def scheduler_config_of(source: str, revision: str | None = None) -> dict:

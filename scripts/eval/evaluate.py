@@ -119,6 +119,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile, lis
     ap.add_argument("--scales", default="1,3,7.5", type=lambda v: comma_list(v, float, "--scales"),
                     help="comma list of guidance scales (CFG++: λ in [0, 1])")
     ap.add_argument("--prompt-set", choices=M.PROMPT_SETS, help="toy: pairs (default) or single; else photos")
+    ap.add_argument("--suite", choices=("compositional",),
+                    help="compositional: GenEval's categories in the toy world (single object, two objects, colour "
+                         "attribution, position), scored per category (the --prompt-set of that name)")
     ap.add_argument("--prompts", type=int, help="the first N prompts of the set (default: 24, or the whole set)")
     ap.add_argument("--samples-per-prompt", type=int, default=4)
     ap.add_argument("--steps", type=int, default=25)
@@ -142,7 +145,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile, lis
     unknown = [m for m in args.methods if m not in RULE_NAMES]
     check(not unknown, "--methods", f"unknown method(s) {', '.join(unknown)}; known: {', '.join(RULE_NAMES)}")
     check(all(map(math.isfinite, args.scales)), "--scales", f"every scale must be a finite number, got {args.scales}")
-    args.prompt_set = args.prompt_set or ("pairs" if profile.name == "toy" else "photos")
+    if args.suite and args.prompt_set and args.prompt_set != args.suite:
+        ap.error(f"argument --suite: {args.suite} is its own prompt set; drop --prompt-set {args.prompt_set}")
+    args.prompt_set = args.suite or args.prompt_set or ("pairs" if profile.name == "toy" else "photos")
     check(args.prompt_set not in M.WORLD_SETS or profile.name == "toy", "--prompt-set",
           f"{args.prompt_set} are the toy world's captions; the profile {profile.name!r} takes photos")
     size = M.prompt_set_size(args.prompt_set)

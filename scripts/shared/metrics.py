@@ -66,7 +66,7 @@ from reporting.plots import figure_to_image, subplots
 from scripts.eval.toy import clip_image_features, foreground
 from scripts.shared.training import ASSETS
 
-WORLD_SETS = ("single", "pairs")
+WORLD_SETS = ("single", "pairs", "compositional")
 PROMPT_SETS = (*WORLD_SETS, "photos")
 PAIR_PROMPTS_MAX = 240  # distinct two-object captions offered (the world has 1 920 with one position named)
 PHOTO_PROMPTS = (
@@ -84,7 +84,10 @@ PARTNER = {a: b for pair in PAIR_LAYOUTS for a, b in (pair, pair[::-1])}
 # world's pair anchors lie 1 px further out on the same axes, so they split the image the same way).
 ANCHORS = {name: POSITIONS[name] for name in PARTNER}
 MIN_OBJECT_PIXELS = 10  # the world's smallest pair object covers ~27 foreground pixels; specks are not objects
-ACCURACIES = ("colour", "shape", "both", "position", "all")
+# GenEval's categories (Ghosh et al. 2023) that the shapes world can express. Counting cannot be: the world draws one
+# or two objects of different colours and its captions never count ("two red circles" is not in its language).
+CATEGORIES = ("single", "two_object", "colour_attribution", "position")
+ACCURACIES = ("colour", "shape", "both", "position", "all", *CATEGORIES)
 Z95 = 1.959964
 
 
@@ -99,10 +102,12 @@ class WorldObject:
 
 @dataclass(frozen=True)
 class EvalPrompt:
-    """A prompt and, for the toy world's captions, the objects it asks for (empty for free text)."""
+    """A prompt and, for the toy world's captions, the objects it asks for (empty for free text); ``category``
+    marks the compositional suite's prompts (which of :data:`CATEGORIES` they test)."""
 
     text: str
     objects: tuple[WorldObject, ...] = ()
+    category: str = ""
 
 
 def single_prompts() -> list[EvalPrompt]:
@@ -131,9 +136,34 @@ def pair_prompts(count: int, seed: int = 0) -> list[EvalPrompt]:
     return out
 
 
+def compositional_prompts(count: int, seed: int = 1) -> list[EvalPrompt]:
+    """The compositional suite, GenEval's categories in the shapes world, interleaved so any prefix holds all of
+    them: a single object ("a red circle"); two objects without positions ("a red circle and a blue square"),
+    scored for both shapes present (two_object) and each colour on its own shape (colour_attribution); and the same
+    two objects with the first one's side named ("a red circle on the left and a blue square"), scored for both
+    sides (position: left/right, the pair layout GenEval's position task uses)."""
+    singles = single_prompts()
+    rng = np.random.default_rng(seed)
+    out: list[EvalPrompt] = []
+    seen: set[str] = set()
+    while len(out) < count:
+        out.append(EvalPrompt(singles[(len(out) // 3) % len(singles)].text,
+                              singles[(len(out) // 3) % len(singles)].objects, "single"))
+        scene = random_scene(rng, num_shapes=2)
+        while scene.shapes[0].position not in ("left", "right") or caption_variants(scene)[1] in seen:
+            scene = random_scene(rng, num_shapes=2)
+        plain, placed = caption_variants(scene)[:2]
+        seen.add(placed)
+        out.append(EvalPrompt(plain, tuple(WorldObject(s.colour, s.shape) for s in scene.shapes), "two_object"))
+        out.append(EvalPrompt(placed, tuple(WorldObject(s.colour, s.shape, s.position) for s in scene.shapes),
+                              "position"))
+    return out[:count]
+
+
 def prompt_set_size(name: str) -> int:
     """How many prompts ``--prompts`` may ask of the set."""
-    sizes = {"single": len(COLOUR_NAMES) * len(SHAPE_NAMES), "pairs": PAIR_PROMPTS_MAX, "photos": len(PHOTO_PROMPTS)}
+    sizes = {"single": len(COLOUR_NAMES) * len(SHAPE_NAMES), "pairs": PAIR_PROMPTS_MAX, "photos": len(PHOTO_PROMPTS),
+             "compositional": 3 * len(COLOUR_NAMES) * len(SHAPE_NAMES)}
     return sizes[name]
 
 
@@ -143,6 +173,8 @@ def prompt_set(name: str, count: int) -> list[EvalPrompt]:
         return single_prompts()[:count]
     if name == "pairs":
         return pair_prompts(count)
+    if name == "compositional":
+        return compositional_prompts(count)
     return [EvalPrompt(text) for text in PHOTO_PROMPTS[:count]]
 
 
@@ -225,6 +257,32 @@ def judge_scores(judge: ToyJudge, image: np.ndarray, prompt: EvalPrompt) -> dict
             "all": float(all(all(h) for h in hits)), "objects": float(len(seen))}
 
 
+def compositional_scores(judge: ToyJudge, image: np.ndarray, prompt: EvalPrompt) -> dict[str, float]:
+    """Every category's hit for a compositional prompt (NaN for the categories it does not test):
+
+    * single: the judge reads the one object's colour and shape;
+    * two_object: both named shapes are among the objects seen (colours aside);
+    * colour_attribution: the largest object of each named colour has that object's shape;
+    * position: the largest object of each named colour sits at its side (the named one, and its partner).
+    """
+    scores = dict.fromkeys(CATEGORIES, float("nan"))
+    if prompt.category == "single":
+        scores["single"] = judge_scores(judge, image, prompt)["both"]
+        return scores
+    seen = seen_objects(judge, image)
+    by_colour = {want.colour: next((o for o in seen if o.colour == want.colour), None) for want in prompt.objects}
+    if prompt.category == "two_object":
+        shapes = [o.shape for o in seen]
+        scores["two_object"] = float(all(shapes.count(s) >= [w.shape for w in prompt.objects].count(s)
+                                         for s in {w.shape for w in prompt.objects}))
+        scores["colour_attribution"] = float(all(by_colour[w.colour] is not None and
+                                                 by_colour[w.colour].shape == w.shape for w in prompt.objects))
+    else:
+        scores["position"] = float(all(by_colour[w.colour] is not None and by_colour[w.colour].position == w.position
+                                       for w in prompt.objects))
+    return scores
+
+
 def image_scores(image: np.ndarray, toy: bool) -> dict[str, float]:
     """clipped and HSV saturation for any image; background brightness in the toy world (dark backgrounds)."""
     scores = {"clipped": float(((image == 0) | (image == 255)).mean()),
@@ -249,7 +307,8 @@ class Meter:
         """Per-sample metrics, and the unit CLIP image embedding (for the per-prompt diversity) when CLIP is on."""
         scores: dict[str, float] = {}
         if self.judge is not None:
-            scores.update(judge_scores(self.judge, image, prompt))
+            scores.update(compositional_scores(self.judge, image, prompt) if prompt.category
+                          else judge_scores(self.judge, image, prompt))
         scores.update(image_scores(image, toy=self.judge is not None))
         embedding = None
         if self.clip is not None:
@@ -407,6 +466,7 @@ def error_bars(points: list[dict], name: str) -> list[list[float]]:
 AXIS_LABELS = {
     "all": "adherence: both objects right (colour, shape, position)",
     "both": "adherence: judge reads the colour and shape asked for",
+    "colour_attribution": "adherence: each colour on its own shape (two-object prompts)",
     "clip_score": "adherence: CLIP text–image cosine",
     "diversity": "diversity (mean pairwise RMS within a prompt, 0–1 pixels)",
     "clip_diversity": "diversity (mean pairwise 1 − CLIP image cosine within a prompt)",
@@ -415,8 +475,8 @@ AXIS_LABELS = {
 
 def plot(summary: list[dict], path: Path) -> None:
     """Adherence vs diversity, one curve per method through its scales (bars: the 95 % intervals; star: world)."""
-    y_name = next(k for k in ("all", "both", "clip_score") if k in summary[0])
-    x_name = "diversity" if y_name in ("all", "both") else "clip_diversity"
+    y_name = next(k for k in ("all", "both", "colour_attribution", "clip_score") if k in summary[0])
+    x_name = "clip_diversity" if y_name == "clip_score" else "diversity"
     fig, axes = subplots(1, (7.0, 5.0))
     ax = axes[0]
     for method in dict.fromkeys(r["method"] for r in summary):

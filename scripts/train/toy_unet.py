@@ -188,6 +188,7 @@ def main() -> None:
     # emulated it is ~20× slower. Weights, optimizer and EMA stay float32.
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--autoguide", action="store_true", help="train the weaker UNet autoguidance uses")
+    ap.add_argument("--export-only", action="store_true", help="export the EMA of the last checkpoint and stop")
     ap.add_argument("--text-encoder", choices=("clip", "t5"), default="clip",
                     help="t5: condition on the order-aware toy T5 (assets/toy/sd_t5), everything else unchanged")
     args = ap.parse_args()
@@ -244,6 +245,9 @@ def main() -> None:
         gen.set_state(groups["rng"]["gen"])
         step, trained_seconds = meta["step"], meta["seconds"]
         print(f"resumed at step {step} ({trained_seconds / 60:.1f} min trained)")
+    if args.export_only:
+        export(unet, ema, step, trained_seconds, n_params, args)
+        return
 
     def lr_at(s: int) -> float:
         # Cosine decay over whichever budget (steps or minutes) runs out first, so a time-capped run still anneals.
