@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", default=None, help="built-in profile name (full, toy) or a .toml path")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--no-mcp", action="store_true", help="do not serve the endpoints as MCP tools")
     return parser.parse_args(argv)
 
 
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     loading = status_markdown(preload(profile, runtime)) if on_a_space() else "Models load on first use."
     demo = build_app(profile, choice.reason, loading)
     demo.queue(default_concurrency_limit=1, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port)
+    # Every lab endpoint is also an MCP tool (streamable HTTP at /gradio_api/mcp/): its description and parameters come
+    # from the spec (ui.endpoint.tool_description); the page's own helper events are private and not offered.
+    demo.launch(server_name=args.host, server_port=args.port, mcp_server=not args.no_mcp)
 
 
 if __name__ == "__main__":

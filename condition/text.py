@@ -46,3 +46,11 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
     special = set(tokenizer.all_special_ids)
     # CLIP's BPE marks a word's end with </w>, T5's SentencePiece its start with ▁: either way, the word itself
     return [tokenizer.convert_ids_to_tokens(i).replace("</w>", "").lstrip("▁") for i in ids if i not in special]
+
+
+def token_offset(tokenizer) -> int:
+    """Where the prompt's first token sits in the encoder's sequence: 1 after CLIP's start token, 0 for T5 (which
+    has none)."""
+    ids = tokenizer("a").input_ids
+    special = set(tokenizer.all_special_ids)
+    return next(i for i, token in enumerate(ids) if token not in special)

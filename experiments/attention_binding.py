@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from condition.shapes_world import COLOUR_NAMES, POSITION_NAMES, SHAPE_NAMES
-from condition.text import prompt_tokens
+from condition.text import prompt_tokens, token_offset
 from experiments.binding_masks import ObjectMasks, cell_coverage, object_masks
 from guidance.rules import GuidanceRule
 from guidance.sampler import StepState
@@ -123,13 +123,14 @@ def check_world_objects(objects: list[NamedObject]) -> None:
                          "pixels say which object is which (the world never draws two of one colour)")
 
 
-def locate_words(tokens: list[str], words: list[TrackedWord]) -> list[TrackedWord]:
-    """Each word's token positions, searching after the previous word's (a repeated word gets its own occurrence)."""
+def locate_words(tokens: list[str], words: list[TrackedWord], offset: int = 1) -> list[TrackedWord]:
+    """Each word's token positions, searching after the previous word's (a repeated word gets its own occurrence);
+    ``offset``: where the prompt's first token sits in the encoder's sequence (after CLIP's start token: 1)."""
     located, cursor = [], 0
     for word in words:
-        found = [p + cursor for p in token_positions(tokens[cursor:], word.word)]
+        found = [p + cursor for p in token_positions(tokens[cursor:], word.word, offset)]
         located.append(TrackedWord(word.word, word.kind, word.obj, tuple(found)))
-        cursor = found[-1]  # positions count the start token, so this is the index just after the word
+        cursor = found[-1] + 1 - offset  # the index in ``tokens`` just after the word
     return located
 
 
@@ -258,7 +259,7 @@ def attention_binding(
     ``world``: the model draws the shapes world, so objects get masks from the samples (``experiments.binding_masks``).
     """
     objects, words = prompt_words(prompt, world)
-    words = locate_words(prompt_tokens(sd.tokenizer, prompt), words)
+    words = locate_words(prompt_tokens(sd.tokenizer, prompt), words, token_offset(sd.tokenizer))
     width, height = resolve_size(sd, None, None)
     cond, uncond, _ = prompt_contexts(sd, prompt, "", num_images)
     shape = latent_shape(sd, width, height, num_images)

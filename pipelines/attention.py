@@ -176,8 +176,9 @@ def computing_attention(unet: UNet2DConditionModel, kind: str) -> Iterator[int]:
         unet.set_attn_processor(original)
 
 
-def token_positions(tokens: list[str], query: str) -> list[int]:
-    """Positions (in the encoder's sequence, after the start token) of ``query`` among ``tokens``.
+def token_positions(tokens: list[str], query: str, offset: int = 1) -> list[int]:
+    """Positions in the encoder's sequence of ``query`` among ``tokens`` (the prompt's tokens, which start at
+    ``offset``: 1 after CLIP's start token, 0 for T5; ``condition.text.token_offset``).
 
     A word split into several BPE pieces matches the run of pieces that spells it.
     """
@@ -186,13 +187,13 @@ def token_positions(tokens: list[str], query: str) -> list[int]:
         return []
     low = [t.lower() for t in tokens]
     if q in low:
-        return [low.index(q) + 1]
+        return [low.index(q) + offset]
     for start in range(len(low)):
         spelled = ""
         for end in range(start, len(low)):
             spelled += low[end]
             if spelled == q:
-                return list(range(start + 1, end + 2))
+                return list(range(start + offset, end + 1 + offset))
             if not q.startswith(spelled):
                 break
     known = ", ".join(dict.fromkeys(tokens)) or "(empty prompt)"

@@ -24,6 +24,7 @@ from models.profiles import Profile
 from tasks import fields as F
 from tasks.common import images_field, is_toy, steps_field
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
+from tasks.text_models import TEXT_MODELS, check_text_model, model_field
 
 ROLE = "sd"
 NATIVE_MEGAPIXELS = 512 * 512 / 1e6  # the cost estimate assumes SD 1.5's native size (the toy's 32² is far less)
@@ -39,6 +40,16 @@ def parse_prompt(value: object, field: F.Field) -> str:
     prompt = F.PARSERS["text"](value, field)
     prompt_words(prompt, world=False)
     return prompt
+
+
+def check_binding_model(params: Params, profile: Profile) -> None:
+    """The model must be in the profile and record cross-attention (the UNet roles here)."""
+    check_text_model(params, profile)
+    model = TEXT_MODELS[params.model]
+    if "maps" in model.lacks:
+        raise ValueError(f"binding is measured on cross-attention maps, recorded here for the UNet models "
+                         f"({', '.join(r for r, m in TEXT_MODELS.items() if 'maps' not in m.lacks)}); model "
+                         f"{params.model} ({model.kind}) attends differently")
 
 
 def check_prompt(params: Params, profile: Profile) -> None:
@@ -58,6 +69,7 @@ ATTENTION_BINDING_SPEC = EndpointSpec(
         steps_field(),
         F.seed(),
         images_field(),
+        model_field(),
     ),
     outputs=(
         Output("maps", "gallery", "each word's map (mean over steps and layers); own object outlined, other dashed",
@@ -66,7 +78,7 @@ ATTENTION_BINDING_SPEC = EndpointSpec(
         Output("table", "markdown", "per word, and the binding accuracy"),
         Output("metadata", "json", "metadata"),
     ),
-    checks=(check_prompt,),
+    checks=(check_prompt, check_binding_model),
     cost=lambda p: p.steps * NATIVE_MEGAPIXELS * p.num_images * 2,  # CFG: two branches per step
 )
 
@@ -79,15 +91,15 @@ MASKS_TEXT = ("**Own object's mask**: the sample's pixels of the object's named 
 
 def run_attention_binding(params: Params, ctx: TaskContext) -> dict:
     world = is_toy(ctx.profile)
-    with ctx.loading(ROLE):
-        sd = load_role_sd(ctx.profile, ctx.runtime, ROLE)
+    with ctx.loading(params.model):
+        sd = load_role_sd(ctx.profile, ctx.runtime, params.model)
     with ctx.section("sample"):
         run = attention_binding(sd, params.prompt, scale=params.scale, steps=params.steps, seed=params.seed,
                                 num_images=params.num_images, world=world, callback=ctx.steps())
     with ctx.section("measure"):
         samples = word_samples(run)
         summary = summarise(samples) if world else None
-    model_id = ctx.profile.display_source(ROLE)
+    model_id = ctx.profile.display_source(params.model)
     maps = [(ctx.stamp(plot_maps(run, b, samples), model_id=model_id, index=b), f"seed {params.seed} · #{b}")
             for b in range(len(run.images))]
     objects = "; ".join(f"{k + 1}: {o.describe()}" for k, o in enumerate(run.objects))
@@ -117,7 +129,7 @@ def run_attention_binding(params: Params, ctx: TaskContext) -> dict:
                     for s in samples],
         binding=summary,
     )
-    return dict(maps=maps, plot=ctx.stamp(plot_shares(samples, run.layers, title), models={ROLE: model_id}),
+    return dict(maps=maps, plot=ctx.stamp(plot_shares(samples, run.layers, title), models={params.model: model_id}),
                 table="\n\n".join(parts), metadata=meta)
 
 

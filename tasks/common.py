@@ -102,12 +102,12 @@ def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...]
         if p.needs and p.needs in lacks:
             continue
         if p.choices:
-            out.append(F.choice(p.name, p.default, p.choices, p.label))
+            out.append(F.choice(p.name, p.default, p.choices, p.label, info=p.info))
         elif p.integer:
-            out.append(F.integer(p.name, p.default, p.low, p.high, p.label, step=p.step, off=p.off))
+            out.append(F.integer(p.name, p.default, p.low, p.high, p.label, step=p.step, off=p.off, info=p.info))
         else:
             default = scale_default if p is SCALE else p.default
-            out.append(F.number(p.name, default, p.low, p.high, p.label, step=p.step, off=p.off))
+            out.append(F.number(p.name, default, p.low, p.high, p.label, step=p.step, off=p.off, info=p.info))
     return tuple(out)
 
 

@@ -68,9 +68,15 @@ class Field:
     extra: dict = field(default_factory=dict)
 
     def bind(self, profile: Profile) -> Field:
-        """The field with its profile-dependent attributes evaluated."""
+        """The field with its profile-dependent attributes evaluated (an empty ``info`` from the shared help table,
+        ``tasks.field_help``, where the field's name has an entry)."""
         names = ("default", "label", "info", "low", "high", "choices", "quick", "variants")
         resolved = {k: getattr(self, k)(profile) for k in names if callable(getattr(self, k))}
+        if not self.info:
+            from tasks.field_help import FIELD_HELP
+
+            if self.name in FIELD_HELP:
+                resolved["info"] = FIELD_HELP[self.name]
         for name in ("choices", "variants"):
             if name in resolved:
                 resolved[name] = tuple(resolved[name])

@@ -89,7 +89,8 @@ class Params(Mapping[str, Any]):
 
 @dataclass(frozen=True)
 class Output:
-    """One returned value, in API order: ``kind`` is gallery, image, json, number, code, markdown or lineplot.
+    """One returned value, in API order: ``kind`` is gallery, image, json, number, code, markdown, lineplot or slider
+    (two images to compare, dragged apart).
 
     A lineplot is drawn in the browser from a long-format data frame (``reporting.plots``): ``axes`` names its
     x, y and colour columns, ``y_title`` the y axis; hovering a point shows its row.

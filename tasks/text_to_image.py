@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from condition.text import prompt_tokens
-from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
+from condition.text import prompt_tokens, token_offset
+from guidance.rules import METHODS, RULE_PARAMS, SCALE, GuidanceRule, rule_from
 from guidance.settings import SamplingSettings
 from models.loading.sd import AUTOGUIDE_ROLE, load_autoguide
 from models.runtime import PEAK_MEMORY_METHOD, peak_memory
@@ -56,6 +56,9 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         F.flag("measure_memory", False, "measure peak memory", info="the run's peak memory into the metadata (CPU: "
                "the run goes under the torch profiler, ≈ 1.3× slower on the toy)"),
         model_field(),
+        F.choice("compare_with", "none", ("none", "cfg"), "compare with",
+                 info="cfg: also draw plain CFG at the same seed and scale, shown beside the result in a slider, with "
+                      "what each cost"),
     ),
     outputs=(
         Output("images", "gallery", "images (PNG, parameters embedded)", elem_id="t2i-gallery", preview=True),
@@ -65,6 +68,8 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         Output("attention", "gallery", "cross-attention overlay"),
         Output("snippet", "code", "reproduce with gradio_client"),
         SATURATION_OUTPUT,
+        Output("compare", "slider", "this method ↔ plain CFG (same seed and scale; drag to compare)",
+               elem_id="t2i-compare"),
     ),
     checks=(check_pixels, check_sampler, check_text_model),
     cost=sd_cost,
@@ -80,7 +85,8 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         weak = load_weak(params, ctx)
     token = params.attention_token.strip()
     tokenizer = getattr(model.components, "tokenizer", None)
-    positions = token_positions(prompt_tokens(tokenizer, params.prompt), token) if token and unet else []
+    positions = (token_positions(prompt_tokens(tokenizer, params.prompt), token, token_offset(tokenizer))
+                 if token and unet else [])
     rule = rule_from(params)
     settings = sampling_settings(params, ctx, preview=model.preview)
     # The UNet path records cross-attention and chooses how attention computes; the transformers keep their own.
@@ -90,6 +96,8 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         started = time.perf_counter()
         out, peak = peak_memory(run, ctx.runtime.device) if params.measure_memory else (run(), None)
         seconds = time.perf_counter() - started
+        compared = compare_with_cfg(params, ctx, model, rule, settings, seconds) if params.compare_with == "cfg" \
+            else None
     window = getattr(tokenizer, "model_max_length", None)
     for dropped in filter(None, out.truncated):
         ctx.note(f"prompt truncated to the text encoder's {window} tokens; dropped: {dropped!r}")
@@ -104,12 +112,30 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
             overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
         guidance_frame, saturation_frame = diagnostics_frames(out.result, model.preview.caption)
         layers = len(cross_attention_layers(model.components.unet)) if unet else 0
+        extra = {"compare": compared[1]} if compared else {}
         metadata = ctx.metadata(model_id=model_id, model=role, rule=rule.describe(), truncated=bool(ctx.notes),
                                 diagnostics_measured_on=model.preview.caption,
                                 attention=attention_run(out.attention_kind, ctx, seconds, peak,
-                                                        recorded=bool(positions), cross_layers=layers))
+                                                        recorded=bool(positions), cross_layers=layers), **extra)
+        slider = (images[0], to_pil(compared[0].images[0])) if compared else None
     return dict(images=gallery, diagnostics=guidance_frame, metadata=metadata, seed=params.seed, attention=overlays,
-                snippet=ctx.snippet(), saturation=saturation_frame)
+                snippet=ctx.snippet(), saturation=saturation_frame, compare=slider)
+
+
+def compare_with_cfg(params: Params, ctx: TaskContext, model, rule: GuidanceRule, settings, seconds: float):
+    """Plain CFG at the request's seed and scale on the same model (no modifiers), and what each run cost: wall time
+    and model rows per image and step."""
+    plain = GuidanceRule("cfg", rule.scale)
+    if rule == plain:
+        ctx.note("the method is plain CFG already: the comparison shows the same image twice")
+    started = time.perf_counter()
+    other = sample_text_model(model, params.prompt, params.negative_prompt, plain,
+                              settings.replace(callback=ctx.steps("plain CFG, for the comparison")))
+    cost = {"method": {"rule": rule.name, "seconds": round(seconds, 3),
+                       "model_rows_per_step": rule.mean_evaluations(params.steps)},
+            "cfg": {"rule": "cfg", "scale": plain.scale, "seconds": round(time.perf_counter() - started, 3),
+                    "model_rows_per_step": plain.mean_evaluations(params.steps)}}
+    return other, cost
 
 
 def attention_run(kind: str | None, ctx: TaskContext, seconds: float, peak: int | None, recorded: bool,

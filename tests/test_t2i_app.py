@@ -23,7 +23,7 @@ def client(tiny_sd_folder, tmp_path_factory):
 
 
 def test_text_to_image_endpoint_matches_pipeline_and_keeps_png_text(client, tiny_sd_folder):
-    gallery, _plot, meta, seed, _overlays, snippet, _saturation = client.predict(
+    gallery, _plot, meta, seed, _overlays, snippet, _saturation, _compare = client.predict(
         prompt=PROMPT, negative_prompt="blue square", guidance="cfg", scale=7.5, eta=0.0, basis="uncond",
         rescale=0.7, steps=3, width=32, height=32, seed=21, scheduler="ddim", num_images=2, attention_token="",
         api_name="/text_to_image",

@@ -71,9 +71,9 @@ def test_endpoint_matches_stable_diffusion_pipeline(endpoints, reference, tiny_s
         PROMPT, negative_prompt=negative or None, guidance_scale=7.5, guidance_rescale=phi, num_inference_steps=4,
         height=32, width=32, num_images_per_prompt=2, generator=torch.Generator("cpu").manual_seed(7),
     ).images
-    gallery, plot, meta, seed, overlays, snippet, saturation = t2i(
+    gallery, plot, meta, seed, overlays, snippet, saturation, compare = t2i(
         PROMPT, negative, "cfg", 7.5, 0.0, "uncond", phi, 4, 32, 32, 7, "ddim", 2, "")
-    assert seed == 7 and meta["seed"] == 7 and overlays == []
+    assert seed == 7 and meta["seed"] == 7 and overlays == [] and compare is None
     assert np.abs(as_array(gallery) - as_array(expected)).max() <= 1
     assert meta["rule"]["formula"].startswith("ε = u + w (c − u)") and "diffusers" in meta["versions"]
     assert list(plot.columns) == ["step", "value", "series"] and len(plot) == 2 * 4  # ‖Δ∥‖ and ‖Δ⊥‖ at 4 steps
@@ -202,7 +202,7 @@ def test_attention_off_installs_nothing_and_on_changes_no_pixel(tiny_sd_folder):
 
 def test_attention_endpoint_overlay_and_token_lookup(endpoints):
     t2i, _ = endpoints
-    gallery, _, _, _, overlays, _, _ = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 1, "ddim", 2, "red")
+    gallery, _, _, _, overlays, _, _, _ = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 1, "ddim", 2, "red")
     assert len(overlays) == 2 and overlays[0][0].size == gallery[0][0].size
     assert token_positions(["a", "photo", "of", "a", "red", "cat"], "RED") == [5]
     assert token_positions(["re", "d", "cat"], "red") == [1, 2]
@@ -214,7 +214,7 @@ def test_attention_endpoint_overlay_and_token_lookup(endpoints):
 
 def test_png_metadata_round_trip_and_snippet(tmp_path, endpoints):
     t2i, _ = endpoints
-    gallery, *_, snippet, _saturation = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 9, "ddim", 1, "")
+    gallery, *_, snippet, _saturation, _compare = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 9, "ddim", 1, "")
     path = save_png(gallery[0][0], tmp_path / "x.png")
     with Image.open(path) as img:
         assert img.format == "PNG" and "Negative" not in img.text["parameters"]

@@ -35,7 +35,7 @@ def build(profile: Profile) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
-            inputs = render_fields(endpoint, ["prompt"])
+            inputs = render_fields(endpoint, ["prompt", "model"])
         with gr.Column(scale=3):
             inputs |= render_fields(endpoint, ["scale", "steps", "seed", "num_images"])
     run = gr.Button("Sample and measure binding", variant="primary", elem_id="ab-run")

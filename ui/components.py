@@ -86,6 +86,8 @@ def output_component(output: Output) -> gr.components.Component:
         return gr.Code(language="python", **kw)
     if output.kind == "markdown":
         return gr.Markdown(elem_id=output.elem_id)
+    if output.kind == "slider":
+        return gr.ImageSlider(type="pil", format="png", **kw)
     if output.kind == "lineplot":
         x, y, colour = output.axes
         return gr.LinePlot(x=x, y=y, color=colour, y_title=output.y_title or None, tooltip="all", height=260, **kw)

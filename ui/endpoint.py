@@ -150,6 +150,16 @@ def served_at(request: gr.Request | None) -> str | None:
     return f"{'https' if scheme == 'https' else 'http'}://{host}/"
 
 
+def tool_description(endpoint: BoundEndpoint) -> str:
+    """The endpoint's docstring as Gradio reads it for the API page and the MCP tool: the spec's summary, then
+    ``Args:`` with each parameter's one-sentence help (its label when it has none)."""
+    lines = [endpoint.spec.summary.rstrip(".") + ".", "", "Args:"]
+    for f in endpoint.fields:
+        text = " ".join(str(f.info or f.label).split())
+        lines.append(f"    {f.name}: {text}")
+    return "\n".join(lines)
+
+
 def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     """The function Gradio calls for ``endpoint``: its signature is the spec's, plus Gradio's progress tracker.
 
@@ -212,7 +222,7 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     endpoint_fn.__signature__ = signature
     endpoint_fn.__annotations__ = {"request": gr.Request}  # how Gradio recognises the request parameter
     endpoint_fn.__name__ = endpoint_fn.__qualname__ = spec.api_name.strip("/")
-    endpoint_fn.__doc__ = spec.summary
+    endpoint_fn.__doc__ = tool_description(endpoint)
     return endpoint_fn
 
 

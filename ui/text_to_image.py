@@ -52,8 +52,8 @@ def build(profile: Profile) -> None:
             inputs |= render_rest(t2i, inputs)
             run = gr.Button("Generate", variant="primary", elem_id="t2i-run")
         with gr.Column(scale=2):
-            outputs = render_outputs(TEXT_TO_IMAGE.spec, ["images", "seed", "attention", "diagnostics", "saturation",
-                                                          "metadata", "snippet"])
+            outputs = render_outputs(TEXT_TO_IMAGE.spec, ["images", "seed", "compare", "attention", "diagnostics",
+                                                          "saturation", "metadata", "snippet"])
 
     with gr.Accordion("Guidance sweep: methods × scales at one seed, batched where the methods allow", open=False):
         with gr.Row():

@@ -27,6 +27,7 @@ class RuleParam:
     integer: bool = False
     off: float | None = None
     needs: str = ""  # "attention" (PAG) or "pixels" (thresholding): what a model must have for it to apply
+    info: str = ""  # one sentence: what it does, the paper's default, the range where it makes sense
 
     def check(self, value: Any) -> float | int | str:
         """The value if it is allowed, else ``ValueError`` naming the parameter and its range."""
