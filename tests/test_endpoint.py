@@ -61,7 +61,7 @@ def test_bad_input_never_reaches_the_gpu_slot(profile, gpu_calls):
 
 def test_out_of_memory_is_a_message_frees_the_cache_and_the_next_request_runs(profile, gpu_calls, monkeypatch):
     fn = endpoint_module.endpoint_function(TEXT_TO_IMAGE, TEXT_TO_IMAGE.spec.bind(profile))
-    real = t2i_task.text_to_image
+    real = t2i_task.sample_text_model
     state = {"raised": 0, "emptied": 0}
 
     def once_out_of_memory(*args, **kwargs):
@@ -70,7 +70,7 @@ def test_out_of_memory_is_a_message_frees_the_cache_and_the_next_request_runs(pr
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(t2i_task, "text_to_image", once_out_of_memory)
+    monkeypatch.setattr(t2i_task, "sample_text_model", once_out_of_memory)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: state.__setitem__("emptied", state["emptied"] + 1))
     with pytest.raises(gr.Error, match="ran out of memory") as err:
         final(fn, **QUICK)
