@@ -27,6 +27,7 @@ from ui import (  # noqa: E402
     class_cfg,
     classifier_guidance,
     controlnet,
+    distillation,
     image_conditioning,
     playground,
     puncond,
@@ -66,6 +67,8 @@ def build_app(profile: Profile, why: str = "", loading: str = "Models load on fi
             attention_binding.build(profile)
         with gr.Tab("AdaLN-zero"):
             adaln_zero.build(profile)
+        with gr.Tab("Guidance distillation"):
+            distillation.build(profile)
     harden_numeric_inputs(demo)
     return demo
 

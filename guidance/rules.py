@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from guidance.methods import apg, autoguidance, cfg_pp, cfg_zero_star, tcfg
+from guidance.methods import apg, autoguidance, cfg_pp, cfg_zero_star, distilled, tcfg
 from guidance.methods import cfg as cfg_method
 from guidance.methods import none as none_method
 from guidance.methods import perp_cfg as perp_cfg_method
@@ -30,7 +30,7 @@ from guidance.parameterization import NoiseLevel, as_level
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     none_method.METHOD, cfg_method.METHOD, perp_cfg_method.METHOD, apg.METHOD, cfg_zero_star.METHOD, tcfg.METHOD,
-    cfg_pp.METHOD, autoguidance.METHOD,
+    cfg_pp.METHOD, autoguidance.METHOD, distilled.METHOD,
 )}
 # In this order their parameters follow the methods' in every endpoint (the API's positional order).
 MODIFIERS: dict[str, Modifier] = {m.name: m for m in (

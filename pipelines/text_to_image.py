@@ -90,6 +90,7 @@ def text_to_image(
     attention: bool = False,
     weak: UNet2DConditionModel | None = None,
     attention_kind: str | None = None,
+    class_labels: Tensor | None = None,
     **sampling: Any,
 ) -> GenerationResult:
     """Sample ``settings.num_images`` images for one prompt; CFG's unconditional branch is the negative prompt.
@@ -98,6 +99,7 @@ def text_to_image(
     records the conditional branch's cross-attention maps (:mod:`pipelines.attention`); otherwise the UNet runs
     with its own processors untouched. ``attention_kind`` ("sdpa" or "materialised") sets how every attention layer
     of the UNet (and of ``weak``) computes for this run only (:func:`pipelines.attention.computing_attention`).
+    ``class_labels`` (one value per image) go to a UNet with a class embedding: a distilled student's scaled w.
     """
     settings = settings_from(settings, sampling)
     width, height = resolve_size(sd, settings.width, settings.height)
@@ -105,9 +107,9 @@ def text_to_image(
     shape = latent_shape(sd, width, height, settings.num_images)
     store = AttentionStore(settings.num_images, shape[2], shape[3]) if attention else None
     if store is not None:
-        denoiser = RowMarkingDenoiser(store, sd.unet, cond, uncond, cross_attention_kwargs)
+        denoiser = RowMarkingDenoiser(store, sd.unet, cond, uncond, cross_attention_kwargs, class_labels=class_labels)
     else:
-        denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs)
+        denoiser = UNetDenoiser(sd.unet, cond, uncond, cross_attention_kwargs, class_labels=class_labels)
     # Outermost the kind, then the recorder around it (PAG's perturbed layers go around each call inside): each
     # wraps what the previous one installed, and each restores it on the way out, errors included.
     with ExitStack() as installed:

@@ -17,6 +17,7 @@ def all_tasks() -> tuple[Task, ...]:
     from tasks.class_cfg import CLASS_CFG
     from tasks.classifier_guidance import CLASSIFIER_GUIDANCE
     from tasks.controlnet import CONTROLNET, CONTROLNET_MULTI, ZERO_CONV
+    from tasks.distillation import DISTILL_COMPARE
     from tasks.guidance_compare import CG_VS_CFG
     from tasks.image_conditioning import IMAGE_CONDITIONING
     from tasks.playground import PLAYGROUND
@@ -24,4 +25,5 @@ def all_tasks() -> tuple[Task, ...]:
     from tasks.text_to_image import GUIDANCE_SWEEP, TEXT_TO_IMAGE
 
     return (TEXT_TO_IMAGE, GUIDANCE_SWEEP, CONTROLNET, CONTROLNET_MULTI, ZERO_CONV, CLASSIFIER_GUIDANCE, CLASS_CFG,
-            CG_VS_CFG, IMAGE_CONDITIONING, PLAYGROUND, PUNCOND, ATTENTION_COST, ATTENTION_BINDING, ADALN_ZERO)
+            CG_VS_CFG, IMAGE_CONDITIONING, PLAYGROUND, PUNCOND, ATTENTION_COST, ATTENTION_BINDING, ADALN_ZERO,
+            DISTILL_COMPARE)

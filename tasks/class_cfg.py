@@ -34,7 +34,8 @@ from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 DEFAULT_IMAGENET_CLASS = 207  # golden retriever, as in the classifier-guidance tab
 # Two predictions per step, both from the DiT: autoguidance needs a weaker DiT and PAG a UNet's layer names.
-DIT_RULES = tuple(name for name in RULE_NAMES if METHODS[name].uncond_branch in ("uncond", "cond"))
+DIT_RULES = tuple(name for name in RULE_NAMES if METHODS[name].uncond_branch in ("uncond", "cond")
+                  and not METHODS[name].model_role)
 # A DiT-XL/2 forward at 256² (119 GFLOPs, DiT paper Table 4) costs about what SD 1.5's UNet spends on this many
 # megapixels; scripts/tools/gpu_check.py measures the real figure on a GPU.
 DIT_MEGAPIXEL_EQUIVALENT = 0.3

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from guidance.rules import RULE_NAMES, RULE_PARAMS, SCALE, RunFacts, rule_from
+from guidance.rules import METHODS, RULE_NAMES, RULE_PARAMS, SCALE, RunFacts, rule_from
 from guidance.settings import SamplingSettings
 from models.adapters.preview import PREVIEW_ROLE, PreviewDecoder, preview_decoder
 from models.loading.sd import AUTOGUIDE_ROLE, is_pixel_space, load_autoguide, sd_native_size
@@ -91,13 +91,26 @@ def prompt_fields(default: str = "", label: str = "prompt") -> tuple[Field, Fiel
             F.text("negative_prompt", "", "negative prompt (the unconditional branch)", prose=True))
 
 
-def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...] = RULE_NAMES,
-                    with_rule: bool = True, lacks: tuple[str, ...] = ()) -> tuple[Field, ...]:
+# Methods that combine a model's own predictions; a method with a model_role (a distilled student) is another model
+# drawing, offered only where an endpoint opts in and the profile has that role (guidance_fields(students=True)).
+COMBINING = tuple(name for name in RULE_NAMES if not METHODS[name].model_role)
+
+
+def method_choices(names: tuple[str, ...], students: bool):
+    """The guidance choices: ``names``, plus (``students``) the methods whose model role the profile has."""
+    if not students:
+        return names
+    return lambda profile: (*names, *(n for n in RULE_NAMES if METHODS[n].model_role and profile.has(
+        METHODS[n].model_role)))
+
+
+def guidance_fields(scale_default: float = SCALE.default, names: tuple[str, ...] = COMBINING,
+                    with_rule: bool = True, lacks: tuple[str, ...] = (), students: bool = False) -> tuple[Field, ...]:
     """``guidance`` (a rule of the registry) and every parameter the registry's rules take, with their bounds.
 
     ``lacks``: what the endpoint's model does not offer ("attention" layers PAG perturbs, "pixels" to threshold):
     the parameters that need it are left out."""
-    out = [F.choice("guidance", "cfg", names, "guidance")] if with_rule else []
+    out = [F.choice("guidance", "cfg", method_choices(names, students), "guidance")] if with_rule else []
     for p in RULE_PARAMS.values():
         if p.needs and p.needs in lacks:
             continue

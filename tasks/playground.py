@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guidance.rules import METHODS, RULE_PARAMS, SCALE, rule_from
 from models.architectures.gmm2d import default_mixture
+from models.architectures.guided_student_2d import check_guidance_scale
 from pipelines.playground import GUIDANCE_MODES, MAX_SAMPLES, MAX_STEPS, SAMPLERS, run_playground
 from reporting.playground import plot_playground
 from tasks import fields as F
@@ -13,6 +14,9 @@ from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
 
 def check_playground(params: Params, profile) -> None:
     """The rule as a whole (a method's own scale range, the interval), and CFG++'s DDIM step: before sampling."""
+    if params.guidance == "distilled":  # the shipped 2D student was trained on w in [0, 12]
+        check_guidance_scale(params.scale)
+        return
     if params.guidance not in METHODS:
         return  # exact classifier guidance takes the scale alone
     rule = rule_from(params)

@@ -68,6 +68,46 @@ def model_field() -> F.Field:
                         "joint attention)")
 
 
+def student_guidance(profile: Profile, role: str) -> dict[str, Any]:
+    """A distilled student's ``guidance.json``: the w range it was trained on, how w is scaled into its timestep-kind
+    embedding, and its teacher's role (read without loading weights)."""
+    import json
+    from pathlib import Path
+
+    source = require_source(profile, role)
+    try:
+        if Path(source).is_dir():
+            return json.loads((Path(source) / "guidance.json").read_text())
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(source, "guidance.json", revision=revision_of(profile, role)))
+                          .read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"the '{role}' model has no readable guidance.json (its w range and embedding scale): "
+                         f"{type(error).__name__}") from error
+
+
+def check_student(params: Params, profile: Profile, rule: GuidanceRule) -> None:
+    """A distilled student draws: its role exists, the request names its teacher as the model, w lies in the range
+    it was trained on, and no modifier asks for steps or branches the one student call cannot give."""
+    role = rule.method.model_role
+    if not profile.has(role):
+        raise ValueError(f"guidance {rule.name} needs a distilled student: the profile '{profile.name}' names no "
+                         f"'{role}' role (scripts/train/toy_distill.py writes one; add {role} = \"/folder\" to the "
+                         "profile TOML)")
+    info = student_guidance(profile, role)
+    if params["model"] != info.get("teacher", "sd"):
+        raise ValueError(f"the distilled student was distilled from model {info.get('teacher', 'sd')}: set model to "
+                         f"it (got {params['model']})")
+    low, high = float(info["w_min"]), float(info["w_max"])
+    if not low <= rule.scale <= high:
+        raise ValueError(f"the distilled student was trained on w in [{low:g}, {high:g}]; got scale {rule.scale:g}")
+    acting = [m.label or m.name for m in rule.modifiers if m.extra_branch or m.acts_at]
+    if acting:
+        raise ValueError(f"the student guides inside its one call: {', '.join(acting)} cannot act on it (switch "
+                         "them off)")
+
+
 def check_text_model(params: Params, profile: Profile) -> None:
     """The model exists in this profile, and the rule and options can run on its kind: refused before any model
     work with what to change."""
@@ -75,6 +115,8 @@ def check_text_model(params: Params, profile: Profile) -> None:
     model = TEXT_MODELS[role]
     require_source(profile, role)
     rule = rule_from(params)
+    if rule.method.model_role:
+        check_student(params, profile, rule)
     if rule.uncond_branch == "weak" and role != "sd":
         raise ValueError(f"autoguidance guides with a weaker twin of the sd model ({AUTOGUIDE_ROLE}); model {role} "
                          "has none: choose model sd or another method")
@@ -118,8 +160,29 @@ class LoadedModel:
     draw: Callable[..., GenerationResult]  # (prompt, negative_prompt, rule, settings, generator) → result
 
 
+def load_student(ctx: TaskContext, role: str) -> LoadedModel:
+    """A distilled student (SD layout, a UNet with a timestep-kind class embedding for w): one call per step, w
+    handed to its embedding as ``w × embedding_scale``, the rule's own combine a no-op."""
+    import torch
+
+    from models.loading.sd import load_role_sd
+    from pipelines.text_to_image import text_to_image
+
+    student = load_role_sd(ctx.profile, ctx.runtime, role)
+    scale_of_w = float(student_guidance(ctx.profile, role)["embedding_scale"])
+
+    def draw(prompt, negative_prompt, rule, settings, generator=None, **options):
+        labels = torch.full((settings.num_images,), rule.scale * scale_of_w, device=student.device)
+        return text_to_image(student, prompt, negative_prompt=negative_prompt, rule=rule, settings=settings,
+                             generator=generator, class_labels=labels, **options)
+
+    return LoadedModel(role, student, preview_for(ctx, student, taesd=False), draw)
+
+
 def load_text_model(ctx: TaskContext, role: str) -> LoadedModel:
     """Load the role (call inside ``ctx.loading``) and bind its sampling function."""
+    if role not in TEXT_MODELS:  # a model role of a method (a distilled student)
+        return load_student(ctx, role)
     kind = TEXT_MODELS[role].kind
     if kind == "unet":
         from models.loading.sd import load_role_sd

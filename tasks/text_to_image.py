@@ -46,7 +46,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
     summary="Text to image with a guidance rule of the registry, per-step diagnostics and a cross-attention map",
     fields=(
         *prompt_fields(_default_prompt),
-        *guidance_fields(),
+        *guidance_fields(students=True),
         *sampling_fields(ROLE),
         F.text("attention_token", "", "cross-attention map for token (empty = off)",
                extra={"placeholder": "e.g. red"}),
@@ -77,8 +77,9 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
 
 
 def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
-    role = params.model
-    unet = TEXT_MODELS[role].kind == "unet"
+    # A distilled student draws in the model's place (one call per step); everything else is the model's own path.
+    role = METHODS[params.guidance].model_role or params.model
+    unet = role not in TEXT_MODELS or TEXT_MODELS[role].kind == "unet"
     with ctx.loading(*with_preview(ctx.profile, role, *guidance_roles(params, ctx.profile)) if role == ROLE
                      else (role, *guidance_roles(params, ctx.profile))):
         model = load_text_model(ctx, role)
@@ -114,6 +115,7 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
         layers = len(cross_attention_layers(model.components.unet)) if unet else 0
         extra = {"compare": compared[1]} if compared else {}
         metadata = ctx.metadata(model_id=model_id, model=role, rule=rule.describe(), truncated=bool(ctx.notes),
+                                model_rows_per_step=rule.mean_evaluations(params.steps),
                                 diagnostics_measured_on=model.preview.caption,
                                 attention=attention_run(out.attention_kind, ctx, seconds, peak,
                                                         recorded=bool(positions), cross_layers=layers), **extra)

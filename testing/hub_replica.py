@@ -10,10 +10,11 @@ resolves every role of ``assets/profiles/full.toml`` on this CPU machine::
     .venv/bin/python -m testing.hub_replica --front-matter        # the README's preload_from_hub lines
 
 Layouts (which files each repo holds, which are ``.bin`` only, which have ``fp16`` variants) follow the repos'
-public file listings; where this project's search index had no listing the layout is the one the libraries
-ask for, said so per repo below. The ADM release files are not on the hub: they are written, full-size in
-shape but with pooled fp16 storage (a few MB), under their release names into the folder the ADM loader
-downloads to (``CONDLAB_ADM_CACHE``).
+public file listings (PixArt-Σ's two repos and the gated SD3.5 Medium as ``testing/tiny_pixart.py`` and
+``testing/tiny_sd3.py`` document them, built by their builders); where this project's search index had no listing
+the layout is the one the libraries ask for, said so per repo below. The ADM release files are not on the hub: they
+are written, full-size in shape but with pooled fp16 storage (a few MB), under their release names into the folder
+the ADM loader downloads to (``CONDLAB_ADM_CACHE``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ from testing.tiny import (
     write_random_midas,
     write_random_openpose,
 )
+from testing.tiny_pixart import (
+    PIXART_BASE_REPO,
+    PIXART_BASE_REVISION,
+    PIXART_BASE_SPACE_FILES,
+    PIXART_TRANSFORMER_REPO,
+    PIXART_TRANSFORMER_REVISION,
+    PIXART_TRANSFORMER_SPACE_FILES,
+    build_tiny_pixart_base,
+    build_tiny_pixart_transformer,
+)
+from testing.tiny_sd3 import SD35_FILES, SD35_REPO_ID, SD35_REVISION, build_tiny_sd3
 
 SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CONTROLNETS = {"canny": "lllyasviel/control_v11p_sd15_canny", "depth": "lllyasviel/control_v11f1p_sd15_depth",
@@ -65,11 +77,19 @@ class HubRepo:
     revision: str
     source: str  # where its layout was read
     fp16_variant: bool = False  # the repo ships *.fp16.safetensors next to the full weights
+    # The exact list, for repos where the rule below does not hold for every folder (SD3.5: fp16 variants for the text
+    # encoders only) or where the layout's own module states it (PixArt-Σ); the replica must hold every listed file.
+    space_only: tuple[str, ...] = ()
 
     def space_files(self, folder: Path) -> list[str]:
         """The files a Space running in fp16 reads: configs, tokenizer and processor files, and the fp16 weights
-        where the repo has them (else the full weights)."""
+        where the repo has them (else the full weights); ``space_only`` when the repo states them."""
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if self.space_only:
+            missing = sorted(set(self.space_only) - set(files))
+            if missing:
+                raise RuntimeError(f"the replica of {self.repo_id} lacks files a Space reads: {', '.join(missing)}")
+            return sorted(self.space_only)
         if not self.fp16_variant:
             return files
         return [f for f in files if f.endswith(CONFIG_SUFFIXES) or ".fp16." in f]
@@ -96,6 +116,21 @@ REPOS: dict[str, HubRepo] = {
     DIT: HubRepo(DIT, DIT_REVISION, "huggingface.co/facebook/DiT-XL-2-256 file browser at eab87f7: model_index.json "
                  "(36 kB: id2label), scheduler/scheduler_config.json, transformer/ and vae/ with config.json and "
                  "diffusion_pytorch_model.bin only (safetensors exist only in the unmerged refs/pr/1)"),
+    PIXART_TRANSFORMER_REPO: HubRepo(
+        PIXART_TRANSFORMER_REPO, PIXART_TRANSFORMER_REVISION, "huggingface.co/PixArt-alpha/PixArt-Sigma-XL-2-512-MS "
+        "tree and commit pages at 76fb7eb (testing/tiny_pixart.py): transformer/config.json and "
+        "transformer/diffusion_pytorch_model.safetensors (float32), no fp16 variant",
+        space_only=PIXART_TRANSFORMER_SPACE_FILES),
+    PIXART_BASE_REPO: HubRepo(
+        PIXART_BASE_REPO, PIXART_BASE_REVISION, "huggingface.co/PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers tree at "
+        "2c17b4e (testing/tiny_pixart.py): model_index.json, scheduler/, text_encoder/ (T5-v1.1-XXL in two float32 "
+        "shards and an index), tokenizer/ (spiece.model, no tokenizer.json), vae/ (SDXL VAE, float32); no fp16 "
+        "variants", space_only=PIXART_BASE_SPACE_FILES),
+    SD35_REPO_ID: HubRepo(
+        SD35_REPO_ID, SD35_REVISION, "gated; read in public copies keeping its history and configs exported from the "
+        "b940f670 snapshot (testing/tiny_sd3.py): fp16 variants for text_encoder, text_encoder_2 and the sharded "
+        "text_encoder_3 only, transformer/ and vae/ half precision without a variant; the single-file checkpoint, "
+        "'vae copy/' and ComfyUI workflows are not read by the app", fp16_variant=True, space_only=SD35_FILES),
 }
 
 
@@ -214,6 +249,11 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
         folders[IP_ADAPTER] = build_tiny_ip_adapter(work / "ip_adapter", UNet2DConditionModel.from_pretrained(
             sd, subfolder="unet"), image_embed_dim=48)
         folders[DIT] = build_tiny_dit(work / "dit")
+        # PixArt-Σ as released: the base repo's tokenizer is spiece.model alone (no tokenizer.json).
+        folders[PIXART_TRANSFORMER_REPO] = build_tiny_pixart_transformer(work / "pixart_transformer", seed=5)
+        folders[PIXART_BASE_REPO] = build_tiny_pixart_base(work / "pixart_base", seed=6, fast_tokenizer_file=False)
+        # SD3.5 Medium: fp16 variants beside the plain files for the three text encoders only (build_tiny_sd3).
+        folders[SD35_REPO_ID] = build_tiny_sd3(work / "sd35", seed=7)
         _to_bin_only(folders[DIT], {"transformer": "diffusion_pytorch_model.bin", "vae": "diffusion_pytorch_model.bin"})
         _sd_tokenizer_as_released(sd / "tokenizer")
         _sd_scheduler_as_released(sd / "scheduler")

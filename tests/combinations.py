@@ -127,8 +127,12 @@ def plan(endpoint: BoundEndpoint) -> Plan:
                 accepted.append({a.name: (la, va), b.name: (lb, vb)})
     defaults = {axis.name: axis.values[0] for axis in result.axes}
     covered: set[tuple] = set()
-    result.runs.append(dict(base))  # every control at its default: what most requests are
-    result.run_labels.append([])
+    base_refused = refusal(endpoint, base)
+    if base_refused is None:  # every control at its default: what most requests are
+        result.runs.append(dict(base))
+        result.run_labels.append([])
+    else:  # the profile lacks what the endpoint needs: a clear refusal is the answer
+        result.refused.append(("defaults", base_refused))
 
     def pairs_of(case: dict[str, tuple[str, dict]]) -> set[tuple]:
         items = sorted((name, label) for name, (label, _) in case.items())

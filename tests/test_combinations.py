@@ -53,5 +53,5 @@ def run_plan(task, profile) -> tuple[list[str], int, float]:
 @pytest.mark.parametrize("api_name", list(TASKS))
 def test_every_pair_of_controls_runs_or_is_refused_up_front(api_name, toy):
     failures, runs, _ = run_plan(TASKS[api_name], toy)
-    assert runs >= 1
+    assert runs >= 1 or api_name == "/distill_compare" and not toy.has("distilled")
     assert not failures, "\n".join(failures)

@@ -214,7 +214,8 @@ def test_attention_endpoint_overlay_and_token_lookup(endpoints):
 
 def test_png_metadata_round_trip_and_snippet(tmp_path, endpoints):
     t2i, _ = endpoints
-    gallery, *_, snippet, _saturation, _compare = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 9, "ddim", 1, "")
+    gallery, *_, snippet, _saturation, _compare = t2i(PROMPT, "", "cfg", 7.5, 0, "uncond", 0, 2, 32, 32, 9, "ddim", 1,
+                                                      "")
     path = save_png(gallery[0][0], tmp_path / "x.png")
     with Image.open(path) as img:
         assert img.format == "PNG" and "Negative" not in img.text["parameters"]

@@ -89,6 +89,7 @@ class Method:
     step_aware: bool = False
     stateful: bool = False
     needs_ddim: bool = False
+    model_role: str = ""  # the profile role whose model draws instead (a distilled student that takes w itself)
     scale_high: float | None = None  # a tighter cap on the scale than the registry's (CFG++'s λ ≤ 1)
     typical_scale: float | None = None  # the paper's scale where the registry's default does not fit (CFG++'s λ)
     label: str = ""

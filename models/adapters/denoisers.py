@@ -29,9 +29,12 @@ class UNetDenoiser:
     CONTEXT = {"uncond": "uncond", "cond": "cond", "weak": "cond", "perturbed": "cond"}
 
     def __init__(self, unet: UNet2DConditionModel, cond: Tensor, uncond: Tensor | None = None,
-                 cross_attention_kwargs: dict | None = None, max_rows: int | None = None):
+                 cross_attention_kwargs: dict | None = None, max_rows: int | None = None,
+                 class_labels: Tensor | None = None):
         self.unet = unet
         self.context = {"cond": cond, "uncond": uncond}
+        # Per image, what a UNet with a class embedding reads beside t (a distilled student's guidance scale).
+        self.class_labels = class_labels
         self.cross_attention_kwargs = cross_attention_kwargs
         # At most this many rows per UNet call (memory): rows are independent, so chunks give the same result.
         self.max_rows = max_rows if max_rows is not None else row_budget()
@@ -85,7 +88,10 @@ class UNetDenoiser:
         return self.text_call(self.unet, x, t, call, rows)
 
     def text_call(self, unet: UNet2DConditionModel, x: Tensor, t: Tensor, call: ModelCall, rows: slice) -> Tensor:
-        return unet(x, t, encoder_hidden_states=self.contexts(call)[rows],
+        labels = None
+        if self.class_labels is not None and unet is self.unet:
+            labels = torch.cat([self.class_labels] * len(call.branches))[rows]
+        return unet(x, t, encoder_hidden_states=self.contexts(call)[rows], class_labels=labels,
                     cross_attention_kwargs=self.cross_attention_kwargs, return_dict=False)[0]
 
 

@@ -16,8 +16,10 @@ from models.loading.adm import CHOICES, load_adm_pair
 from models.loading.annotators import load_midas, load_openpose
 from models.loading.controlnet import CONTROL_ROLES, controlnet_for
 from models.loading.dit import load_dit
+from models.loading.flow import load_role_flow
 from models.loading.image import load_clip, load_image_variations, load_ip_adapter
-from models.loading.sd import load_role_sd
+from models.loading.pixart import load_pixart
+from models.loading.sd import load_role_sd, require_source, revision_of
 from models.loading.toy_classifier import load_labelled_classifier
 from models.profiles import Profile
 from models.runtime import Runtime
@@ -30,6 +32,17 @@ def _annotators(profile: Profile, runtime: Runtime) -> None:
     load_openpose(profile.source("annotators"), runtime)
 
 
+def _pixart(profile: Profile, runtime: Runtime) -> object:
+    """PixArt-Σ from its two repos, with the same arguments ``tasks.text_models`` passes, so the request reuses the
+    model loaded here (the cache key is the sources, revisions and runtime)."""
+    options = profile.options("pixart")
+    if not options.get("base"):
+        raise ValueError("the profile's pixart role names no base repo (the T5 encoder, tokenizer, VAE and scheduler): "
+                         'add base = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers" (or a folder) to its table')
+    return load_pixart(require_source(profile, "pixart"), options["base"], runtime,
+                       transformer_revision=revision_of(profile, "pixart"), base_revision=options.get("base_revision"))
+
+
 def _adm(profile: Profile, runtime: Runtime) -> None:
     for choice in CHOICES:
         load_adm_pair(profile, choice, runtime)
@@ -38,6 +51,8 @@ def _adm(profile: Profile, runtime: Runtime) -> None:
 # Role → how to load it; roles loaded together (ADM diffusion + classifier) share one entry.
 LOADERS: dict[str, Loader] = {
     "sd": lambda p, r: load_role_sd(p, r, "sd"),
+    "pixart": _pixart,
+    "flow": lambda p, r: load_role_flow(p, r, "flow"),  # gated on the hub: HF_TOKEN, else a plain message
     **{role: (lambda p, r, c=control: controlnet_for(p, c, r)) for control, role in CONTROL_ROLES.items()},
     "annotators": _annotators,
     "image_variations": load_image_variations,

@@ -39,6 +39,17 @@ PLAN: list[tuple[str, str, dict]] = [
                                                         seed=0, attention_token="red")),
     ("/text_to_image", "APG + PAG (3 model rows per image)", dict(prompt="a photo of a red cat", guidance="apg",
                                                                   pag_scale=3.0, steps=25, seed=0)),
+    # The transformer roles at their native sizes and their model cards' settings: PixArt-Σ 512-MS with its repo's
+    # DPM-Solver++ at w 4.5; SD3.5 Medium at 1024² with true CFG (two branches) at w 4.5, 28 steps (the pipeline's
+    # default), and CFG-Zero*, whose paper evaluates on SD3/3.5.
+    ("/text_to_image", "PixArt-Σ 512², CFG 4.5, DPM-Solver++ 20 steps",
+     dict(prompt="a photo of a red cat", model="pixart", scale=4.5, scheduler="dpm++2m", steps=20, width=512,
+          height=512, seed=0)),
+    ("/text_to_image", "SD3.5 Medium 1024², CFG 4.5, 28 steps",
+     dict(prompt="a photo of a red cat", model="flow", scale=4.5, steps=28, width=1024, height=1024, seed=0)),
+    ("/text_to_image", "SD3.5 Medium 1024², CFG-Zero* 4.5, 28 steps",
+     dict(prompt="a photo of a red cat", model="flow", guidance="cfg-zero-star", scale=4.5, steps=28, width=1024,
+          height=1024, seed=0)),
     ("/guidance_sweep", "3 scales × 2 rules, 15 steps", dict(prompt="a photo of a red cat", scales="1, 5, 9",
                                                              steps=15, seed=0)),
     ("/controlnet", "canny", dict(image=PHOTO, control="canny", prompt="an astronaut", steps=20, seed=0)),
@@ -61,6 +72,8 @@ PLAN: list[tuple[str, str, dict]] = [
     ("/playground", "2D mixture", dict(steps=200, seed=0)),
     ("/p_uncond", "learned vs exact CFG, p=0.1, w=3", dict(p_uncond=0.1, scale=3.0, steps=200, seed=0)),
     ("/attention_cost", "256/512/1024, measured", dict(resolutions="256, 512, 1024")),
+    ("/attention_cost", "SD3.5 Medium joint attention 512/1024, measured", dict(model="flow",
+                                                                                 resolutions="512, 1024")),
     ("/attention_binding", "two objects, 4 images, 25 steps", dict(prompt="a red cube and a blue sphere", num_images=4,
                                                                    steps=25, seed=0)),
     ("/adaln_zero", "fresh DiT block, AdaLN-zero vs default init", dict(seed=0)),
