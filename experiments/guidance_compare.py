@@ -23,10 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import MaxNLocator
-from PIL import Image
 from torch import Tensor, nn
 
 from guidance.rules import GuidanceRule
@@ -34,7 +33,6 @@ from guidance.sampler import StepState
 from models.loading.dit import DiTComponents
 from pipelines.class_cfg import class_cfg_sample, decode_to_unit
 from pipelines.classifier_guidance import GuidedModels, GuidedRun, classifier_guided_sample
-from reporting.plots import figure_to_image, subplots
 
 
 @dataclass
@@ -199,32 +197,12 @@ def cost_table(costs: tuple[StepCost, ...]) -> str:
     return "\n".join(rows)
 
 
-def plot_comparison(result: Comparison, title: str = "") -> Image.Image:
-    """The yardstick's log p(y | ·) over the steps for both methods (mean and each image), and the cost per step."""
-    fig, axes = subplots(2, (10.0, 3.4))
-    ax = axes[0]
-    for series, colour, label in ((result.cg_log_prob, "tab:blue", "classifier guidance"),
-                                  (result.cfg_log_prob, "tab:red", "CFG (DiT)")):
-        steps = np.arange(len(series))
-        ax.plot(steps, series, color=colour, alpha=0.25, lw=0.8)
-        ax.plot(steps, series.mean(1), color=colour, lw=2, label=label)
-    ax.set_xlabel("step (noisy → clean)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"log p(y | {result.yardstick})")
-    ax.set_title(f"{title or result.class_name}: the noise-aware classifier's view", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    names = [c.method for c in result.costs]
-    ax.bar(names, [c.seconds_per_step * 1e3 for c in result.costs], color=["tab:blue", "tab:red"], alpha=0.8,
-           label="guided step")
-    ax.bar(names, [c.unguided_seconds_per_step * 1e3 for c in result.costs], color="none", edgecolor="black",
-           hatch="//", label="unguided step")
-    for i, c in enumerate(result.costs):
-        ax.text(i, c.seconds_per_step * 1e3, f"{c.ratio:.2f}×\n{c.backward_passes:g} backward", ha="center",
-                va="bottom", fontsize=8)
-    ax.set_ylabel("ms per step")
-    ax.set_ylim(0, 1.25 * max(c.seconds_per_step * 1e3 for c in result.costs))
-    ax.set_title("cost per step (this device)", fontsize=9)
-    ax.legend(fontsize=8)
-    return figure_to_image(fig)
+def log_prob_frame(result: Comparison) -> pd.DataFrame:
+    """The yardstick's log p(y | ·) per step for both methods (mean over the images, and each image), long format for
+    a native plot: columns step, value, series."""
+    rows = []
+    for series, name in ((result.cg_log_prob, "classifier guidance"), (result.cfg_log_prob, "CFG (DiT)")):
+        for step, values in enumerate(series):
+            rows.append((step, float(values.mean()), f"{name}: mean"))
+            rows += [(step, float(v), f"{name}: image {i}") for i, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=["step", "value", "series"])

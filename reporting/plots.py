@@ -72,38 +72,24 @@ def diagnostics_frames(result: SampleResult, measured_on: str = "") -> tuple[pd.
     return series_frame(result, GUIDANCE_SERIES), series_frame(result, saturation, scale=100.0)
 
 
-def plot_log_prob(result: ClassifierGuidanceResult, title: str = ""):
-    """log p(y | x_t) over steps (left) and the guiding classifier's top-5 at the last step (right), as PIL."""
+def log_prob_frames(result: ClassifierGuidanceResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Classifier guidance as two tables for native plots: log p(target) per step of each guided run (and the clean
+    guide's own log p(y | x̂0)), and, for the first image, the log-probabilities of the guiding classifier's final
+    top-5 classes over the steps where each was in its top-5."""
     runs = [r for r in (result.guided, result.clean) if r is not None]
-    fig, axes = subplots(1 + len(runs), (4.6 * (1 + len(runs)), 3.2))
-    ax = axes[0]
-    colours = {"noise-aware": "tab:blue", "clean": "tab:orange"}
+    target, top5 = [], []
     for run in runs:
-        steps = np.arange(len(run.timesteps))
-        c = colours[run.guide]
-        ax.plot(steps, run.noise_aware_log_prob.mean(1), color=c,
-                label=f"{run.guide}-guided: noise-aware log p(y|x_t)")
+        for step, values in enumerate(run.noise_aware_log_prob):
+            target.append((step, float(np.mean(values)), f"{run.guide}-guided: noise-aware log p(y | x_t)"))
         if run.guide == "clean":
-            ax.plot(steps, run.log_prob.mean(1), color=c, ls="--",
-                    label=f"clean-guided: {result.clean_label} log p(y|x̂₀)")
-    ax.set_xlabel("step (noisy → clean)")
-    ax.set_ylabel("log p(target), mean over images")
-    ax.set_title(f"target: {result.params.get('class_name', '')}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    for ax, run in zip(axes[1:], runs, strict=True):
-        ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]  # first image
-        last = ids[-1]
-        steps = np.arange(len(ids))
-        for rank, cid in enumerate(last):
-            # each of the final top-5 classes traced back over the steps where it was in the top-5
-            hit = ids == cid
-            series = np.where(hit.any(axis=1), np.where(hit, values, -np.inf).max(axis=1), np.nan)
-            ax.plot(steps, series, marker=".", ms=3, label=f"{rank + 1}. {result.class_names[int(cid)][:22]}")
-        ax.set_title(f"{run.guide}-guided: top-5 (image 1)", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return figure_to_image(fig)
+            target += [(step, float(np.mean(v)), f"clean-guided: {result.clean_label} log p(y | x̂0)")
+                       for step, v in enumerate(run.log_prob)]
+        ids, values = run.top5_ids[:, 0], run.top5_log_prob[:, 0]
+        for rank, class_id in enumerate(ids[-1]):
+            name = f"{run.guide}-guided, top {rank + 1}: {result.class_names[int(class_id)][:28]}"
+            for step in range(len(ids)):
+                hit = ids[step] == class_id
+                if hit.any():
+                    top5.append((step, float(values[step][hit].max()), name))
+    columns = ["step", "value", "series"]
+    return pd.DataFrame(target, columns=columns), pd.DataFrame(top5, columns=columns)

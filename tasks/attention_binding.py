@@ -64,6 +64,8 @@ ATTENTION_BINDING_SPEC = EndpointSpec(
             "over steps and layers, with a binding accuracy (toy world: masks read off the samples)",
     fields=(
         F.text("prompt", _default_prompt, "prompt (its colour and shape words are measured)", lines=2,
+               info="The prompt to sample, whose colour and shape words' cross-attention is measured; in the toy world "
+                    "one or two objects in different colours, e.g. \"a red circle on the left and a blue square\".",
                parser=parse_prompt, invalid=("a cat on a mat", "on the left and at the top", "1234", "the the the")),
         F.number("scale", 4.0, 0, 30, "CFG scale w", step=0.5),
         steps_field(),

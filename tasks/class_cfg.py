@@ -140,7 +140,9 @@ CLASS_CFG_SPEC = EndpointSpec(
         *guidance_fields(4.0, names=DIT_RULES, lacks=("attention",)),  # PAG names a UNet's self-attention layers
         steps_field(),
         F.choice("scheduler", OWN, SCHEDULER_CHOICES, "scheduler (own = the model's scheduler_config.json)",
-                 widget="dropdown"),
+                 widget="dropdown", info="own: the scheduler the model folder ships (DiTPipeline's choice); the "
+                 "others are the diffusers schedulers of the text-to-image tab (CFG++ needs ddim, thresholding ddim or "
+                 "ddpm)."),
         F.choice("clip_sample", "off", CLIP_MODES, "x̂0 clipping in the DDIM step", info=CLIP_HELP),
         F.seed(),
         images_field(),

@@ -15,7 +15,7 @@ from models.loading.toy_classifier import class_names_in
 from models.profiles import Profile
 from pipelines.classifier_guidance import SAMPLERS, classifier_guided_sample, parse_steps
 from pipelines.toy_guidance import load_toy_guided
-from reporting.plots import plot_log_prob
+from reporting.plots import log_prob_frames
 from tasks import fields as F
 from tasks.common import images_field
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
@@ -95,6 +95,8 @@ CLASSIFIER_GUIDANCE_SPEC = EndpointSpec(
                  "classifier scale s", step=0.1),
         F.Field("steps", "custom", lambda p: f"ddim{min(25, p.limits.guided_steps)}",
                 'steps (respacing: "250", "100", "ddim25", "50" …)', parser=_steps, quick="ddim2",
+                info="ADM's timestep respacing: \"ddim25\" is 25 DDIM steps, a plain count such as \"250\" that "
+                     "many steps of the chosen sampler (the ADM paper guides with 250), up to max_guided_steps.",
                 invalid=("0", "1000000", "ddim0", "ddim1000000", "nan", "ddim-3", "bogus", ""), extra={"text": True}),
         F.choice("sampler", "ddim", SAMPLERS, "sampler"),
         F.seed(),
@@ -105,9 +107,12 @@ CLASSIFIER_GUIDANCE_SPEC = EndpointSpec(
     outputs=(
         Output("samples", "gallery", "samples (PNG, parameters embedded)", columns=4, elem_id="cg-gallery",
                preview=True),
-        Output("log_prob", "image", "log p(target) and top-5 over the steps"),
+        Output("log_prob", "lineplot", "log p(target) over the steps (hover to read)",
+               y_title="log p (mean over images)"),
         Output("metadata", "json", "metadata"),
         Output("seed", "number", "seed used"),
+        Output("top5", "lineplot", "the guiding classifier's final top-5 over the steps (first image)",
+               y_title="log p"),
     ),
     checks=(resolve,),
     cost=cost,
@@ -145,7 +150,8 @@ def run_classifier_guidance(params: Params, ctx: TaskContext) -> dict:
             gallery.append((png, f"{run.guide}-guided · seed {params.seed} · #{i}"))
     title = f"{params.class_name} · s = {params.classifier_scale:g} · {params.sampler} {params.steps}"
     meta = ctx.metadata(model_id=pair.diffusion_source, classifier_id=pair.classifier_source, **result.metadata())
-    return dict(samples=gallery, log_prob=plot_log_prob(result, title), metadata=meta, seed=params.seed)
+    target, top5 = log_prob_frames(result)
+    return dict(samples=gallery, log_prob=target, metadata={**meta, "title": title}, seed=params.seed, top5=top5)
 
 
 CLASSIFIER_GUIDANCE = Task(CLASSIFIER_GUIDANCE_SPEC, run_classifier_guidance)

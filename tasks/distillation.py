@@ -25,10 +25,10 @@ def _default_prompt(profile: Profile) -> str:
 
 
 def check_scales(params: Params, profile: Profile) -> None:
-    """The student must exist, and every w lie in the range it was trained on."""
+    """Every w must lie in the range the student was trained on. A profile without the student passes here: like
+    every tab whose model is missing, the run says which role to add (``require_source``)."""
     if not profile.has(ROLE):
-        raise ValueError(f"this tab compares a distilled student with its teacher: the profile '{profile.name}' names "
-                         f"no '{ROLE}' role (scripts/train/toy_distill.py writes one)")
+        return
     info = student_guidance(profile, ROLE)
     low, high = float(info["w_min"]), float(info["w_max"])
     outside = [w for w in params.scales if not low <= w <= high]

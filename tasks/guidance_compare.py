@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.guidance_compare import compare, cost_table, plot_comparison
+from experiments.guidance_compare import compare, cost_table, log_prob_frame
 from models.adapters.adm_schedule import space_timesteps
 from models.loading.adm import load_adm_pair, role_spec
 from models.loading.dit import ROLE as DIT_ROLE
@@ -82,7 +82,8 @@ CG_VS_CFG_SPEC = EndpointSpec(
     outputs=(
         Output("samples", "gallery", "classifier-guided (first row) and CFG samples", columns=4,
                elem_id="cmp-gallery"),
-        Output("plot", "image", "log p(y | ·) over the steps and the cost per step", elem_id="cmp-plot"),
+        Output("plot", "lineplot", "the same classifier's log p(y | ·) over the steps, both methods (hover to read)",
+               elem_id="cmp-plot", y_title="log p(y | ·)"),
         Output("table", "markdown", "cost per step"),
         Output("metadata", "json", "metadata"),
     ),
@@ -127,7 +128,7 @@ def run_cg_vs_cfg(params: Params, ctx: TaskContext) -> dict:
     )
     table = (f"Read by the noise-aware classifier on **{result.yardstick}** (both runs, {params.steps} DDIM steps, "
              f"{ctx.runtime.name}).\n\n" + cost_table(result.costs))
-    return dict(samples=gallery, plot=plot_comparison(result, result.class_name), table=table, metadata=meta)
+    return dict(samples=gallery, plot=log_prob_frame(result), table=table, metadata=meta)
 
 
 CG_VS_CFG = Task(CG_VS_CFG_SPEC, run_cg_vs_cfg)

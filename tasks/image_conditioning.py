@@ -70,8 +70,12 @@ IMAGE_CONDITIONING_SPEC = EndpointSpec(
     fields=(
         F.image("image", _default_image, "image", optional=True),
         F.choice("mode", _default_mode, MODES, "mode"),
-        F.text("prompt", "", "prompt (ip-adapter / cross-modal; also scored by CLIP)", prose=True, lines=2),
-        F.text("negative_prompt", "", "negative prompt (ip-adapter only)", prose=True),
+        F.text("prompt", "", "prompt (ip-adapter / cross-modal; also scored by CLIP)", prose=True, lines=2,
+               info="The text for ip-adapter (beside the image prompt) and cross-modal (its CLIP text embedding in the "
+                    "image model's slot); every mode's CLIP scores also compare the output with it."),
+        F.text("negative_prompt", "", "negative prompt (ip-adapter only)", prose=True,
+               info="The unconditional branch's text in ip-adapter mode; the other modes guide against a zero image "
+                    "embedding and ignore it."),
         F.number("image_scale", 0.6, 0.0, MAX_IMAGE_SCALE, "image scale (ip-adapter)"),
         F.number("mix", 0.5, 0.0, 1.0, "mix: 0 = image embedding, 1 = text (cross-modal)"),
         *guidance_fields(scale_default=3.0),

@@ -28,7 +28,9 @@ PLAYGROUND_SPEC = EndpointSpec(
     api_name="/playground",
     summary="Exact 2D mixture scores: any rule or exact classifier guidance, samples over the sharpened target",
     fields=(
-        F.choice("guidance", "cfg", GUIDANCE_MODES, "guidance"),
+        F.choice("guidance", "cfg", GUIDANCE_MODES, "guidance",
+                 info="How the 2D samples are steered: a method of the registry on the exact scores, distilled (a "
+                      "one-call 2D student) or classifier (exact classifier guidance); none samples p(x | c)."),
         *(F.replace_label(f, "scale (w, or s for the classifier)") if f.name == SCALE.name else f
           for f in guidance_fields(scale_default=3.0, with_rule=False, lacks=("attention", "pixels"))),
         F.choice("target_class", "red", default_mixture().class_names, "target class", widget="dropdown"),

@@ -17,7 +17,7 @@ from guidance.rules import GuidanceRule, Rule, RunFacts, rule_from
 from models.loading.sd import require_source, revision_of
 from pipelines.flow import FLOW_SCHEDULER, check_flow_rule
 from tasks import fields as F
-from tasks.common import AUTOGUIDE_ROLE, check_guidance, preview_for
+from tasks.common import AUTOGUIDE_ROLE, check_guidance, preview_for, sd_cost
 
 if TYPE_CHECKING:
     from guidance.settings import SamplingSettings
@@ -36,16 +36,24 @@ class TextModel:
     kind: str
     label: str
     lacks: tuple[str, ...] = ()
+    # Denoiser FLOPs per image-step relative to SD 1.5's UNet at the same size (``scripts/tools/model_flops.py``, the
+    # larger of its 512² and 1024² ratios): scales the ZeroGPU budget, which is written in SD 1.5 megapixel-steps.
+    work: float = 1.0
 
 
 TEXT_MODELS: dict[str, TextModel] = {m.role: m for m in (
     TextModel("sd", "unet", "Stable Diffusion layout: a UNet reading CLIP text states"),
     TextModel("sd_t5", "unet", "the same UNet design reading an order-aware T5 encoder"),
     TextModel("pixart", "pixart", "PixArt-Σ: a DiT reading T5 through cross-attention (AdaLN-single)",
-              lacks=("attention", "maps")),
+              lacks=("attention", "maps"), work=1.6),
     TextModel("flow", "flow", "rectified flow: an MM-DiT, text and image tokens in joint attention",
-              lacks=("attention", "maps")),
+              lacks=("attention", "maps"), work=3.0),
 )}
+
+
+def text_to_image_cost(params: Params, rows: int | None = None) -> float:
+    """SD 1.5 megapixel-steps of the request (``sd_cost``) times its model's work factor."""
+    return sd_cost(params, rows) * TEXT_MODELS[params.get("model", "sd")].work
 
 
 def text_model_roles(profile: Profile) -> tuple[str, ...]:

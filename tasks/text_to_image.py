@@ -28,11 +28,17 @@ from tasks.common import (
     prompt_fields,
     sampling_fields,
     sampling_settings,
-    sd_cost,
     with_preview,
 )
 from tasks.spec import EndpointSpec, Output, Params, Task, TaskContext
-from tasks.text_models import TEXT_MODELS, check_text_model, load_text_model, model_field, sample_text_model
+from tasks.text_models import (
+    TEXT_MODELS,
+    check_text_model,
+    load_text_model,
+    model_field,
+    sample_text_model,
+    text_to_image_cost,
+)
 
 ROLE = "sd"
 
@@ -51,8 +57,8 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         F.text("attention_token", "", "cross-attention map for token (empty = off)",
                extra={"placeholder": "e.g. red"}),
         F.choice("attention", "sdpa", PROCESSORS, "attention computed as", info="sdpa: fused "
-                 "scaled_dot_product_attention (AttnProcessor2_0); materialised: AttnProcessor, which stores every "
-                 "layer's softmax matrix. Same pixels, different memory."),
+                 "scaled_dot_product_attention (AttnProcessor2_0), which never forms the attention matrix; "
+                 "materialised: AttnProcessor, which stores every layer's softmax matrix (same pixels, more memory)."),
         F.flag("measure_memory", False, "measure peak memory", info="the run's peak memory into the metadata (CPU: "
                "the run goes under the torch profiler, ≈ 1.3× slower on the toy)"),
         model_field(),
@@ -72,7 +78,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
                elem_id="t2i-compare"),
     ),
     checks=(check_pixels, check_sampler, check_text_model),
-    cost=sd_cost,
+    cost=text_to_image_cost,
 )
 
 
@@ -112,14 +118,15 @@ def run_text_to_image(params: Params, ctx: TaskContext) -> dict:
             heat = token_map(out.attention, positions)
             overlays = [(overlay(img, heat[i]), f"attention to {token!r} · #{i}") for i, img in enumerate(images)]
         guidance_frame, saturation_frame = diagnostics_frames(out.result, model.preview.caption)
-        layers = len(cross_attention_layers(model.components.unet)) if unet else 0
-        extra = {"compare": compared[1]} if compared else {}
-        metadata = ctx.metadata(model_id=model_id, model=role, rule=rule.describe(), truncated=bool(ctx.notes),
-                                model_rows_per_step=rule.mean_evaluations(params.steps),
-                                diagnostics_measured_on=model.preview.caption,
-                                attention=attention_run(out.attention_kind, ctx, seconds, peak,
-                                                        recorded=bool(positions), cross_layers=layers), **extra)
         slider = (images[0], to_pil(compared[0].images[0])) if compared else None
+    # After the sections, so the metadata's timings hold them all (model work: sample; presentation: present).
+    layers = len(cross_attention_layers(model.components.unet)) if unet else 0
+    extra = {"compare": compared[1]} if compared else {}
+    metadata = ctx.metadata(model_id=model_id, model=role, rule=rule.describe(), truncated=bool(ctx.notes),
+                            model_rows_per_step=rule.mean_evaluations(params.steps),
+                            diagnostics_measured_on=model.preview.caption,
+                            attention=attention_run(out.attention_kind, ctx, seconds, peak,
+                                                    recorded=bool(positions), cross_layers=layers), **extra)
     return dict(images=gallery, diagnostics=guidance_frame, metadata=metadata, seed=params.seed, attention=overlays,
                 snippet=ctx.snippet(), saturation=saturation_frame, compare=slider)
 
@@ -204,7 +211,7 @@ GUIDANCE_SWEEP_SPEC = EndpointSpec(
         Output("seed", "number", "seed used"),
     ),
     checks=(check_pixels, check_sampler, check_sweep),
-    cost=lambda p: sd_cost(p, rows=len(p.methods) * len(p.scales)),
+    cost=lambda p: text_to_image_cost(p, rows=len(p.methods) * len(p.scales)),
 )
 
 

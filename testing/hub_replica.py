@@ -260,7 +260,8 @@ def build_hub_replica(root: Path, space_files_only: bool = False, adm: bool = Tr
         for repo_id, folder in folders.items():
             repo = REPOS[repo_id]
             keep = set(repo.space_files(folder)) if space_files_only else None
-            _copy(folder, snapshot_dir(hf_home, repo), (lambda name, keep=keep: keep is None or name in keep))
+            snapshot = snapshot_dir(hf_home, repo)
+            _copy(folder, snapshot, (lambda name, keep=keep: keep is None or name in keep))
     return {"hf_home": hf_home, "adm_cache": write_adm_release(root / "adm") if adm else root / "adm"}
 
 

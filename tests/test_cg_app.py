@@ -38,7 +38,7 @@ def _call(client, **overrides):
 def test_classifier_guidance_endpoint(client) -> None:
     from reporting.metadata import read_png_metadata
 
-    gallery, plot, meta, seed = _call(client)
+    gallery, plot, meta, seed, top5 = _call(client)
     assert seed == 3 and len(gallery) == 1
     png = Path(gallery[0]["image"])
     assert png.suffix == ".png"
@@ -48,9 +48,12 @@ def test_classifier_guidance_endpoint(client) -> None:
         meta = json.loads(Path(meta).read_text()) if Path(meta).exists() else json.loads(meta)
     run = meta["runs"]["noise-aware"]
     assert len(run["final_log_p_target"]) == 1 and meta["num_steps"] == 5
-    assert Path(plot).exists()
+    # native plots arrive as data: one row per step of the guided run's mean, top-5 rows for the first image
+    target = {row[2] for row in plot["data"]} if isinstance(plot, dict) else set()
+    assert any("noise-aware" in series for series in target), plot
+    assert top5["data"] and all(len(row) == 3 for row in top5["data"])
     # classifier guidance has its own step cap (max_guided_steps), above the other tabs' max_steps
-    _, _, meta, _ = _call(client, steps="ddim40")
+    _, _, meta, _, _ = _call(client, steps="ddim40")
     assert meta["num_steps"] == 40
 
 

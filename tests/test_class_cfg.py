@@ -153,7 +153,11 @@ def test_toy_dit_ships_small_safetensors_in_the_pipeline_layout(toy):
 def test_side_by_side_counts_what_each_method_costs(toy):
     samples, plot, table, metadata = CG_VS_CFG(toy, class_name="blue square", classifier_scale=10.0, cfg_scale=4.0,
                                                steps=4, seed=0, num_images=1).values(CG_VS_CFG.spec)
-    assert len(samples) == 2 and plot.size[0] > 0 and "backward passes" in table
+    assert len(samples) == 2 and "backward passes" in table
+    # the plot's data: the same classifier's log p per step, a mean series for each method
+    assert set(plot.columns) == {"step", "value", "series"}
+    assert {"classifier guidance: mean", "CFG (DiT): mean"} <= set(plot["series"])
+    assert plot["step"].max() == 3
     costs = {c["method"]: c for c in metadata["costs"]}
     assert costs["classifier guidance"]["backward_passes_per_step"] == 1
     assert costs["classifier guidance"]["model_rows_per_step"] == 1

@@ -17,7 +17,7 @@ from models.loading.clean_classifier import imagenet_clean_guide, load_clean_cla
 from models.loading.sd import ModelUnavailable
 from models.profiles import load_profile
 from pipelines.classifier_guidance import classifier_guided_sample, parse_steps
-from reporting.plots import plot_log_prob
+from reporting.plots import log_prob_frames
 
 GOLDEN = GOLDEN_ADM
 needs_golden = golden_adm_mark()
@@ -224,7 +224,8 @@ def test_compare_clean_with_a_random_resnet50(tiny_pair) -> None:
     assert result.guided.final_clean_log_prob is not None and math.isfinite(float(clean.final_clean_log_prob[0]))
     meta = result.metadata()
     assert set(meta["runs"]) == {"noise-aware", "clean"}
-    assert plot_log_prob(result).size[0] > 600
+    target, top5 = log_prob_frames(result)
+    assert len(target) and len(top5) and set(top5.columns) == {"step", "value", "series"}
 
 
 @needs_golden

@@ -18,7 +18,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from experiments.distillation import counting_rows
-from models.loading.sd import load_role_sd
+from models.loading.sd import ModelUnavailable, load_role_sd
 from models.profiles import ROOT, load_profile
 from models.runtime import pick_runtime
 from scripts.train.toy_distill import EMBEDDING_SCALE, W_MAX, W_MIN, build_student
@@ -98,8 +98,8 @@ def test_a_profile_without_the_role_says_how_to_add_it(tmp_path):
     path.write_text(text)
     without = load_profile(str(path))
     assert "distilled" not in TEXT_TO_IMAGE.spec.bind(without).field("guidance").choices  # not offered
-    with pytest.raises(ValueError, match="names no 'distilled'"):
-        DISTILL_COMPARE.spec.bind(without).parse({})
+    with pytest.raises(ModelUnavailable, match="names no 'distilled' model.*toml"):  # as any tab without its model
+        DISTILL_COMPARE(without, scales="2", **QUICK)
     with pytest.raises(ValueError, match="distilled"):  # and an API call naming it is refused
         TEXT_TO_IMAGE.spec.bind(without).parse({**QUICK, "guidance": "distilled", "scale": 4.0})
 

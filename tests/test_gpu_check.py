@@ -42,6 +42,29 @@ def test_quick_run_on_the_cpu_writes_the_report(everything_profile, tmp_path, mo
     assert "/work/" not in (tmp_path / "gpu_check.md").read_text()
 
 
+def test_the_transformer_roles_rows_run_quick_on_tiny_models_in_their_real_layouts(tiny_sd_folder, tmp_path,
+                                                                                     monkeypatch):
+    """The plan's PixArt-Σ and SD3.5 Medium rows (text to image, and joint attention counted and measured), at their
+    cheapest, on tiny random models written in the real repos' layouts (testing/tiny_pixart.py, testing/tiny_sd3.py):
+    they run, and each asks ZeroGPU for at least its start-up share."""
+    import scripts.tools.gpu_check as check
+    from testing.tiny_pixart import build_tiny_pixart
+    from testing.tiny_sd3 import build_tiny_sd3
+
+    transformer, base = build_tiny_pixart(tmp_path / "pixart")
+    profile_path = tmp_path / "transformers.toml"
+    profile_path.write_text(
+        f'sd = "{tiny_sd_folder}"\npixart = {{ source = "{transformer}", base = "{base}" }}\n'
+        f'flow = "{build_tiny_sd3(tmp_path / "sd35")}"\n[limits]\nmax_pixels = 16384\nmax_steps = 10\n')
+    rows = [row for row in PLAN if row[2].get("model") in ("pixart", "flow")]
+    assert {row[2]["model"] for row in rows} == {"pixart", "flow"} and len(rows) == 4
+    assert {row[2].get("guidance", "cfg") for row in rows if row[0] == "/text_to_image"} == {"cfg", "cfg-zero-star"}
+    monkeypatch.setattr(check, "PLAN", rows)
+    results = run_plan(load_profile(str(profile_path)), quick=True)
+    assert all(r.ok for r in results), [(r.label, r.message) for r in results if not r.ok]
+    assert all(r.budget_s >= 10 for r in results)
+
+
 def test_exit_code_says_whether_everything_ran(tmp_path, monkeypatch):
     import scripts.tools.gpu_check as check
 

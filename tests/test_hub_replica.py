@@ -19,6 +19,8 @@ from live_app import live_app
 from PIL import Image
 
 from testing.hub_replica import REPOS, build_hub_replica, front_matter
+from testing.tiny_pixart import PIXART_BASE_REPO, PIXART_TRANSFORMER_REPO
+from testing.tiny_sd3 import SD35_REPO_ID, SD35_REVISION
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = str(ROOT / "assets" / "photos" / "astronaut.png")
@@ -42,21 +44,74 @@ def replica_env(built: dict, **extra: str) -> dict[str, str]:
             "CONDLAB_DEVICE": "cpu", **extra}
 
 
-def preload_in_subprocess(env: dict[str, str]) -> dict:
+# The hub's answer for a gated repo (HTTP 401, GatedRepoError) where the flow loader first asks for a file
+# (model_index.json, through diffusers' hf_hub_download): no network; every other repo resolves from the replica.
+GATED = f"""
+import httpx
+import diffusers.configuration_utils as configuration
+from huggingface_hub.errors import GatedRepoError
+real_download = configuration.hf_hub_download
+
+def download(repo_id, filename, **kwargs):
+    if repo_id == {SD35_REPO_ID!r}:
+        url = f"https://huggingface.co/{{repo_id}}/resolve/{{kwargs.get('revision')}}/{{filename}}"
+        raise GatedRepoError(f"401 Client Error. Cannot access gated repo for url {{url}}.",
+                             response=httpx.Response(401, request=httpx.Request("GET", url)))
+    return real_download(repo_id, filename, **kwargs)
+
+configuration.hf_hub_download = download
+from models.loading.preload import status_markdown
+""" + PRELOAD + "print(json.dumps(status_markdown(statuses)))\n"
+ROLE_REPOS = {"pixart": PIXART_TRANSFORMER_REPO, "flow": SD35_REPO_ID}
+FULL_ROLES = {"sd", "controlnet_canny", "controlnet_depth", "controlnet_pose", "annotators", "image_variations",
+              "ip_adapter", "clip", "adm_diffusion", "preview_vae", "dit", "pixart", "flow"}
+
+
+def preload_in_subprocess(env: dict[str, str], script: str = PRELOAD, drop: tuple[str, ...] = (),
+                          lines: int = 1) -> list:
     """The Space's startup loading (models/loading/preload.py) in a fresh process: huggingface_hub reads HF_HOME at
-    import."""
-    proc = subprocess.run([sys.executable, "-c", PRELOAD], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+    import. ``drop``: variables of this environment the process must not see; returns the last ``lines`` JSON
+    lines of its output (one: the role → [ok, message] table)."""
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**base, **env}, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = [json.loads(line) for line in proc.stdout.strip().splitlines()[-lines:]]
+    return out[0] if lines == 1 else out
 
 
 def test_every_role_of_the_full_profile_loads_from_the_replica(hub_replica):
     statuses = preload_in_subprocess(replica_env(hub_replica))
-    assert set(statuses) == {"sd", "controlnet_canny", "controlnet_depth", "controlnet_pose", "annotators",
-                             "image_variations", "ip_adapter", "clip", "adm_diffusion", "preview_vae", "dit"}
+    assert set(statuses) == FULL_ROLES
     failed = {role: message for role, (ok, message) in statuses.items() if not ok}
     assert not failed, failed
+
+
+def replica_without(hub_replica: dict, repo_id: str, root: Path) -> dict:
+    """The replica with one repo gone (every other repo linked in unchanged)."""
+    hf_home = root / "hf"
+    (hf_home / "hub").mkdir(parents=True)
+    for repo in (hub_replica["hf_home"] / "hub").iterdir():
+        if repo.name != "models--" + repo_id.replace("/", "--"):
+            (hf_home / "hub" / repo.name).symlink_to(repo, target_is_directory=True)
+    return {**hub_replica, "hf_home": hf_home}
+
+
+def test_a_gated_repo_without_a_token_says_so_plainly_at_startup(hub_replica, tmp_path):
+    """SD3.5 Medium is gated: with the hub refusing it and no HF_TOKEN, the flow role fails with what to do (accept
+    the licence, set HF_TOKEN) on the page, and every other role of the full profile still loads."""
+    replica = replica_without(hub_replica, SD35_REPO_ID, tmp_path)
+    statuses, page = preload_in_subprocess(replica_env(replica), GATED, drop=("HF_TOKEN",), lines=2)
+    ok, message = statuses["flow"]
+    assert not ok
+    assert f"'flow' model '{SD35_REPO_ID}' is a gated repository" in message and "no access token" in message
+    assert "set it as HF_TOKEN" in message and f"https://huggingface.co/{SD35_REPO_ID}" in message
+    assert f"Not available: `flow`: {message}" in page
+    assert all(ok for role, (ok, _) in statuses.items() if role != "flow"), statuses
+    # Without the simulated refusal, the missing repo is reported as missing, not as gated: the message above
+    # comes from the hub's answer, not from the repo's absence.
+    statuses = preload_in_subprocess(replica_env(replica), drop=("HF_TOKEN",))
+    assert not statuses["flow"][0] and "gated" not in statuses["flow"][1]
 
 
 def test_the_space_preload_list_is_enough_in_fp16(tmp_path, hub_replica):
@@ -65,10 +120,40 @@ def test_the_space_preload_list_is_enough_in_fp16(tmp_path, hub_replica):
     weights = {f"{p.parent.name}/{p.name}" for p in space_only["hf_home"].rglob("*.safetensors")}
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in weights  # only the fp16 files where a repo has them
     assert "unet/diffusion_pytorch_model.safetensors" not in weights
+
+    def files(repo_id: str) -> set[str]:
+        snapshot = next((space_only["hf_home"] / "hub" / ("models--" + repo_id.replace("/", "--")) / "snapshots")
+                        .iterdir())
+        return {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
+
+    sd35 = files(SD35_REPO_ID)  # fp16 variants for the text encoders only; transformer and VAE as released
+    assert {"text_encoder/model.fp16.safetensors", "text_encoder_3/model.fp16-00002-of-00002.safetensors",
+            "transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"} <= sd35
+    assert "text_encoder/model.safetensors" not in sd35 and not any(".fp16." in f for f in sd35
+                                                                       if f.startswith(("transformer/", "vae/")))
+    pixart = files(PIXART_TRANSFORMER_REPO) | files(PIXART_BASE_REPO)  # no variants: the float32 files
+    assert "text_encoder/model-00001-of-00002.safetensors" in pixart and not any(".fp16." in f for f in pixart)
+    assert "tokenizer/spiece.model" in pixart and "tokenizer/tokenizer.json" not in pixart  # as released
     statuses = preload_in_subprocess(replica_env({**space_only, "adm_cache": hub_replica["adm_cache"]},
                                                  CONDLAB_DTYPE="float16"))
     failed = {role: message for role, (ok, message) in statuses.items() if not ok}
     assert not failed, failed
+    assert set(statuses) == FULL_ROLES
+
+
+def test_the_new_repos_sit_at_their_pinned_revisions(hub_replica):
+    """PixArt-Σ's two repos and SD3.5 Medium are pinned to commits: their snapshots are those commits, and the
+    full profile asks for exactly them."""
+    from models.profiles import load_profile
+
+    full = load_profile("full")
+    pinned = {PIXART_TRANSFORMER_REPO: full.options("pixart")["revision"],
+              PIXART_BASE_REPO: full.options("pixart")["base_revision"], SD35_REPO_ID: full.options("flow")["revision"]}
+    assert pinned[SD35_REPO_ID] == SD35_REVISION and full.options("pixart")["base"] == PIXART_BASE_REPO
+    for repo_id, revision in pinned.items():
+        assert REPOS[repo_id].revision == revision
+        snapshots = hub_replica["hf_home"] / "hub" / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+        assert [p.name for p in snapshots.iterdir()] == [revision]
 
 
 def test_readme_front_matter_lists_what_the_replica_holds(hub_replica):
@@ -123,11 +208,18 @@ def _images(value) -> list[np.ndarray]:
     ("/image_conditioning", dict(image=CAT, mode="variations", steps=2, **SIZE)),
     ("/image_conditioning", dict(image=CAT, mode="ip-adapter", prompt="a cat", steps=2, **SIZE)),
     ("/image_conditioning", dict(image=CAT, mode="cross-modal", prompt="a dog", mix=0.5, steps=2, **SIZE)),
+    ("/text_to_image", dict(prompt="a red cat", model="pixart", steps=2, seed=1, **SIZE)),
+    ("/text_to_image", dict(prompt="a red cat", model="flow", steps=2, seed=1, **SIZE)),
+    ("/text_to_image", dict(prompt="a red cat", model="flow", guidance="cfg-zero-star", scale=4.5, steps=2, seed=1,
+                            **SIZE)),
+    ("/guidance_sweep", dict(prompt="a red cat", model="pixart", scales="1, 4.5", steps=2, seed=1, **SIZE)),
+    ("/attention_cost", dict(model="flow", resolutions="32, 64", measure=False)),
     ("/classifier_guidance", dict(class_name="golden retriever", model="64x64", steps="ddim2", seed=1)),
     ("/playground", dict(steps=5, num_samples=100)),
     ("/class_cfg", dict(class_name="golden retriever", steps=2, seed=1)),
     ("/cg_vs_cfg", dict(class_name="volcano", steps=2, seed=1, num_images=1)),
-], ids=lambda v: v if isinstance(v, str) else v.get("mode") or v.get("control") or "")
+], ids=lambda v: v if isinstance(v, str) else v.get("mode") or v.get("control") or v.get("guidance")
+    or v.get("model") or "")
 def test_every_tab_of_the_full_profile_runs_on_the_replica(full_app, api, request_):
     request = {k: handle_file(v) if k == "image" else v for k, v in request_.items()}
     result = full_app.predict(**request, api_name=api)
@@ -138,6 +230,9 @@ def test_every_tab_of_the_full_profile_runs_on_the_replica(full_app, api, reques
     metadata = next((v for v in result if isinstance(v, dict) and "parameters" in v), None)
     if metadata is not None:
         assert metadata["runtime"] == "cpu float32" and "/tmp/" not in json.dumps(metadata)
+        if request_.get("model") in ROLE_REPOS:  # the chosen role drew (or was counted), named by its hub repo
+            assert metadata["model"] == request_["model"]
+            assert metadata["model_id"].startswith(ROLE_REPOS[request_["model"]])
 
 
 def test_full_profile_previews_come_through_taesd(full_app):

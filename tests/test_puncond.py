@@ -2,7 +2,7 @@
 
 The error claims are measured properties of the shipped weights (``assets/toy/puncond/``), checked for every
 training seed on 5 000 draws per network (the eval script uses 20 000); the margins are stated at each assert
-and leave the measured values (docs/p_uncond.md) a factor of several of room.
+and leave the measured values (docs/results.md#p_uncond) a factor of several of room.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
-"""Every gradio_client example in README.md runs, unchanged but for the URL, against a live app."""
+"""Every example in README.md and docs/api.md runs, unchanged but for the URL, against a live app: the gradio_client
+snippets and the MCP client snippets; and docs/api.md's reference (and docs/deploy.md's ZeroGPU budgets) are what
+``scripts/tools/api_table.py`` generates from the specs now."""
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,47 +13,113 @@ from live_app import live_app
 pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[1]
-README_URL = 'Client("http://localhost:7860/")'
-SNIPPETS = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-            if README_URL in b]
+EXAMPLE_FILES = ("README.md", "docs/api.md")
+CLIENT_URL = 'Client("http://localhost:7860/")'
+MCP_URL = '"http://localhost:7860/gradio_api/mcp/"'
+
+
+def python_blocks(name: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), flags=re.S)
+
+
+SNIPPETS = [(name, i, block) for name in EXAMPLE_FILES for i, block in enumerate(python_blocks(name))
+            if CLIENT_URL in block]
+MCP_SNIPPETS = [(name, i, block) for name in EXAMPLE_FILES for i, block in enumerate(python_blocks(name))
+                if MCP_URL in block]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def profile_with_student(everything_profile, tiny_sd_folder, root: Path) -> Path:
+    """The every-tab tiny profile plus a distilled student of its tiny SD (as ``scripts/train/toy_distill.py`` starts
+    one: the teacher's weights and a w embedding that adds nothing yet), so /distill_compare has a model to draw."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from scripts.train.toy_distill import EMBEDDING_SCALE, W_MAX, W_MIN, build_student
+
+    student = root / "distilled"
+    shutil.copytree(tiny_sd_folder, student)
+    teacher = UNet2DConditionModel.from_pretrained(tiny_sd_folder, subfolder="unet", torch_dtype=torch.float32)
+    shutil.rmtree(student / "unet")
+    build_student(teacher).save_pretrained(student / "unet")
+    (student / "guidance.json").write_text(json.dumps({"w_min": W_MIN, "w_max": W_MAX,
+                                                       "embedding_scale": EMBEDDING_SCALE, "teacher": "sd"}))
+    text = Path(everything_profile).read_text()
+    path = root / "with_student.toml"
+    path.write_text(text.replace("\n[meta]", f'\ndistilled = "{student}"\n\n[meta]', 1))
+    return path
+
+
 @pytest.fixture(scope="module")
-def client(everything_profile):
-    # The README's examples use 25 steps and /attention_cost 128² (valid for toy and full); the test profile's caps
-    # are lower to keep other tests quick.
-    with live_app(everything_profile, env={"CONDLAB_MAX_STEPS": "30", "CONDLAB_MAX_PIXELS": "16384"}) as c:
+def examples_profile(everything_profile, tiny_sd_folder, tmp_path_factory):
+    return profile_with_student(everything_profile, tiny_sd_folder, tmp_path_factory.mktemp("examples_profile"))
+
+
+@pytest.fixture(scope="module")
+def client(examples_profile):
+    # The examples use 25 steps and /attention_cost 128² (valid for toy and full); the test profile's caps are lower to
+    # keep other tests quick.
+    with live_app(examples_profile, env={"CONDLAB_MAX_STEPS": "30", "CONDLAB_MAX_PIXELS": "16384"}) as c:
         yield c
 
 
-def test_readme_documents_every_endpoint(client):
-    documented = {m for s in SNIPPETS for m in re.findall(r'api_name="(/[a-z_]+)"', s)}
+def test_the_examples_document_every_endpoint(client):
+    documented = {m for _, _, s in SNIPPETS for m in re.findall(r'api_name="(/[a-z_0-9]+)"', s)}
     served = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert served == documented, f"undocumented: {served - documented}; not served: {documented - served}"
+    assert any(name == "README.md" for name, _, _ in SNIPPETS) and any(name == "README.md" for name, _, _ in
+                                                                      MCP_SNIPPETS)
 
 
-def test_readme_api_table_is_generated_from_the_specs():
-    from scripts.tools.api_table import BUDGETS_END, BUDGETS_START, END, START, budgets_block, readme_block
-
-    text = (ROOT / "README.md").read_text()
-    for start, end, expected in ((START, END, readme_block()), (BUDGETS_START, BUDGETS_END, budgets_block())):
-        current = text[text.index(start):text.index(end) + len(end)]
-        assert current == expected, "run: python -m scripts.tools.api_table --write"
+def _generated(path: Path, start: str, end: str) -> str:
+    text = path.read_text()
+    return text[text.index(start):text.index(end) + len(end)]
 
 
-@pytest.mark.parametrize("index", range(len(SNIPPETS)))
-def test_readme_snippet_runs(client, index, monkeypatch):
+def test_the_api_reference_is_generated_from_the_specs():
+    from scripts.tools import api_table as T
+
+    assert _generated(T.API_DOC, T.START, T.END) == T.api_block(), "run: python -m scripts.tools.api_table --write"
+    assert _generated(T.DEPLOY_DOC, T.BUDGETS_START, T.BUDGETS_END) == T.budgets_block(), \
+        "run: python -m scripts.tools.api_table --write"
+
+
+def test_the_reference_check_can_fail(monkeypatch):
+    """The comparison above notices a changed spec: another sentence of help for `seed` changes the reference."""
+    from scripts.tools.api_table import API_DOC, END, START, api_block
+    from tasks.field_help import FIELD_HELP
+
+    monkeypatch.setitem(FIELD_HELP, "seed", "A different sentence of help for the seed.")
+    assert _generated(API_DOC, START, END) != api_block()
+
+
+def _plot_tables(namespace: dict) -> list[dict]:
+    return [v for v in namespace.values() if isinstance(v, dict) and v.get("columns") and v.get("data")]
+
+
+@pytest.mark.parametrize("name,index", [(name, i) for name, i, _ in SNIPPETS], ids=lambda v: str(v))
+def test_snippet_runs(client, name, index, monkeypatch):
     monkeypatch.chdir(ROOT)  # the snippets upload files by repo-relative path
-    code = SNIPPETS[index].replace(README_URL, f'Client("{client.app_url}")')
+    block = next(b for n, i, b in SNIPPETS if (n, i) == (name, index))
+    code = block.replace(CLIENT_URL, f'Client("{client.app_url}")')
     namespace: dict = {}
-    exec(compile(code, f"README.md snippet {index}", "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(code, f"{name} snippet {index}", "exec"), namespace)  # noqa: S102 - the docs' own example
     files = [v for v in namespace.values() if isinstance(v, str) and v.endswith(".png")]
-    galleries = [v for v in namespace.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    galleries = [v for v in namespace.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
     files += [item["image"] for g in galleries for item in g if isinstance(item.get("image"), str)]
-    assert files, "the example returned no image"
+    assert files or _plot_tables(namespace), "the example returned no image and no plot data"
     for f in files:
         assert Path(f).read_bytes()[:8] == PNG, f
+
+
+@pytest.mark.parametrize("name,index", [(name, i) for name, i, _ in MCP_SNIPPETS], ids=lambda v: str(v))
+def test_mcp_snippet_runs(client, name, index, capsys):
+    block = next(b for n, i, b in MCP_SNIPPETS if (n, i) == (name, index))
+    code = block.replace(MCP_URL, repr(client.app_url + "gradio_api/mcp/"))
+    exec(compile(code, f"{name} MCP snippet {index}", "exec"), {"__name__": "snippet"})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith("False"), printed  # the tool call's isError
+    assert "'image'" in printed or "'text'" in printed, printed
 
 
 def _json_outputs(result) -> list[dict]:
@@ -76,7 +146,7 @@ def _image_arrays(result) -> list:
     return found
 
 
-def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, everything_profile, monkeypatch):
+def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, examples_profile, monkeypatch):
     """Each endpoint's JSON carries a gradio_client snippet; run as printed (uploads filled in), it gives the same
     images, and it names no local path."""
     import numpy as np
@@ -86,7 +156,7 @@ def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, everythi
     from tasks import all_tasks
 
     monkeypatch.chdir(ROOT)
-    profile = load_profile(str(everything_profile))
+    profile = load_profile(str(examples_profile))
     photo = str(ROOT / "assets" / "photos" / "astronaut.png")
     for task in all_tasks():
         endpoint = task.spec.bind(profile)
@@ -116,6 +186,8 @@ def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, everythi
         if task.spec.api_name == "/cg_vs_cfg":  # its plot shows measured times; samples and log p repeat
             a, b = _image_arrays(first[0]), _image_arrays(again[0])
             assert again[3]["final_log_p"] == first[3]["final_log_p"]
+        if task.spec.api_name == "/distill_compare":  # its metadata holds measured times; the grid repeats
+            a, b = _image_arrays(first[0]), _image_arrays(again[0])
         assert a and len(a) == len(b), task.spec.api_name
         for x, y in zip(a, b, strict=True):
             assert x.shape == y.shape and np.abs(x.astype(int) - y.astype(int)).max() <= 1, task.spec.api_name

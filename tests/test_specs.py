@@ -65,11 +65,14 @@ def test_the_guidance_registry_drives_every_endpoint_that_guides():
     guided = [t.spec for t in all_tasks() if "guidance" in t.spec.names]
     assert {s.api_name for s in guided} >= {"/text_to_image", "/controlnet", "/controlnet_multi",
                                             "/image_conditioning", "/playground"}
+    toy = load_profile("toy")
     for spec in guided:
-        guidance = next(f for f in spec.fields if f.name == "guidance")
-        # A class-conditional DiT has no weaker DiT to autoguide with and no UNet layers for PAG to name.
+        guidance = spec.bind(toy).field("guidance")
+        # A class-conditional DiT has no weaker DiT to autoguide with and no UNet layers for PAG to name; a method
+        # that samples a model of its own (the distilled student) is offered where the profile has that role.
         dit = spec.api_name == "/class_cfg"
-        rules = {n for n in RULE_NAMES if not (dit and METHODS[n].uncond_branch == "weak")}
+        rules = {n for n in RULE_NAMES if not (dit and METHODS[n].uncond_branch == "weak")
+                 and (not METHODS[n].model_role or toy.has(METHODS[n].model_role))}
         assert rules <= set(guidance.choices), spec.api_name
         # The exact 2D world has no attention layers or pixels: PAG and thresholding are left out there only.
         expected = {n for n, p in RULE_PARAMS.items() if not (p.needs and spec.api_name == "/playground")

@@ -58,7 +58,7 @@ def build(profile: Profile) -> None:
             inputs = render_fields(endpoint, endpoint.names)
             run = gr.Button("Sample", variant="primary", elem_id="cg-run")
         with gr.Column(scale=2):
-            outputs = render_outputs(CLASSIFIER_GUIDANCE.spec, ["samples", "log_prob", "metadata", "seed"])
+            outputs = render_outputs(CLASSIFIER_GUIDANCE.spec, ["samples", "log_prob", "top5", "metadata", "seed"])
     wire(run, CLASSIFIER_GUIDANCE, endpoint, inputs, outputs, examples=TOY_EXAMPLES if toy else IMAGENET_EXAMPLES)
     # The paper's setting differs per model (s = 10 for the unconditional 256×256 model).
     choices = model_choices(profile)

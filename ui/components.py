@@ -15,6 +15,17 @@ from tasks.spec import BoundEndpoint, EndpointSpec, Output
 RADIO_MAX = 6
 
 
+class CompareSlider(gr.ImageSlider):
+    """gr.ImageSlider whose empty value survives example caching: gradio writes an empty slider to the examples CSV as
+    "" and reads it back with ``json.loads``, which fails on the click that should show the cached example. As a
+    template of ImageSlider the page draws it with ImageSlider's own frontend."""
+
+    is_template = True
+
+    def read_from_flag(self, payload):  # noqa: ANN001, ANN201 - gradio's signature
+        return None if payload in ("", None) else super().read_from_flag(payload)
+
+
 def field_component(field: Field, **overrides) -> gr.components.Component:
     """The input component for ``field``: its label, default, bounds and step, unless ``overrides`` say otherwise.
 
@@ -87,7 +98,7 @@ def output_component(output: Output) -> gr.components.Component:
     if output.kind == "markdown":
         return gr.Markdown(elem_id=output.elem_id)
     if output.kind == "slider":
-        return gr.ImageSlider(type="pil", format="png", **kw)
+        return CompareSlider(type="pil", format="png", **kw)
     if output.kind == "lineplot":
         x, y, colour = output.axes
         return gr.LinePlot(x=x, y=y, color=colour, y_title=output.y_title or None, tooltip="all", height=260, **kw)

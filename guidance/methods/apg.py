@@ -46,9 +46,13 @@ def apg(
 
 
 APG_MOMENTUM = RuleParam("apg_momentum", 0.0, "APG momentum β (negative averages Δ over steps)", low=-0.99,
-                         high=0.99)
+                         high=0.99,
+                         info="APG's momentum β on Δ across the steps: 0 (off) as diffusers' AdaptiveProjectedGuidance "
+                              "defaults, negative values average out Δ's oscillation between steps; −0.99 to 0.99.")
 APG_NORM_THRESHOLD = RuleParam("apg_norm_threshold", 15.0, "APG norm threshold r (0 = no cap)", low=0.0, high=100.0,
-                               step=0.5)
+                               step=0.5,
+                               info="APG's cap r on ‖Δ‖ per sample: r = 15 as diffusers' AdaptiveProjectedGuidance "
+                                    "(with η = 0 from Sadat et al. 2024), 0 = no cap; smaller caps tame high scales.")
 
 METHOD = Method(
     name="apg", combine=apg,

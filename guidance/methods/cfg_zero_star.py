@@ -32,7 +32,9 @@ def cfg_zero_star(
 
 
 ZERO_INIT_STEPS = RuleParam("zero_init_steps", 1, "CFG-Zero*: steps zeroed at the start", low=0, high=10, step=1,
-                            integer=True)
+                            integer=True,
+                            info="CFG-Zero* (Fan et al. 2025): how many first steps output zero, 1 as diffusers' "
+                                 "guider; 0 keeps only the optimised scale α*, and a few steps at most make sense.")
 
 METHOD = Method(
     name="cfg-zero-star", combine=cfg_zero_star, formula="ε = α* u + w (c − α* u),  α* = ⟨c,u⟩/‖u‖²;  ε = 0 in the "

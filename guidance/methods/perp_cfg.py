@@ -70,8 +70,12 @@ def guidance_norms(eps_uncond: Tensor, eps_cond: Tensor, basis: str = "uncond") 
     return parallel, (total_sq - parallel.pow(2)).clamp_min(0).sqrt()
 
 
-ETA = RuleParam("eta", 0.0, "η: Perp-CFG's parallel weight (1 = CFG)", low=0.0, high=1.0)
-BASIS = RuleParam("basis", "uncond", "Perp-CFG basis", choices=BASES)
+ETA = RuleParam("eta", 0.0, "η: Perp-CFG's parallel weight (1 = CFG)", low=0.0, high=1.0,
+                info="Weight of Δ∥, the part of Δ = c − u along the basis (Perp-CFG, APG): η = 0 as APG's paper "
+                     "recommends (Sadat et al. 2024) guides only across it, 1 is plain CFG; 0–1.")
+BASIS = RuleParam("basis", "uncond", "Perp-CFG basis", choices=BASES,
+                  info="The direction Perp-CFG splits Δ along: uncond (u, the default: Perp-CFG) or cond (c: APG's "
+                       "split, Sadat et al. 2024, without momentum or norm cap).")
 
 METHOD = Method(
     name="perp-cfg", combine=perp_cfg, formula="ε = c + (w − 1)(Δ⊥ + η Δ∥),  Δ = c − u split along the basis",

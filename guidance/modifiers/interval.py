@@ -6,8 +6,12 @@ from guidance.methods.base import RuleParam
 from guidance.modifiers.base import Modifier, Options, RunFacts
 
 # As diffusers' guiders: step i of n guides when int(start·n) ≤ i < int(end·n).
-INTERVAL_START = RuleParam("interval_start", 0.0, "guide from (fraction of the steps)", low=0.0, high=1.0)
-INTERVAL_END = RuleParam("interval_end", 1.0, "guide until (fraction of the steps)", low=0.0, high=1.0)
+INTERVAL_START = RuleParam("interval_start", 0.0, "guide from (fraction of the steps)", low=0.0, high=1.0,
+                           info="Fraction of the steps before which guidance is off (c alone, u not evaluated): 0 "
+                                "guides from the start, Kynkäänniemi et al. 2024 guide only a middle interval.")
+INTERVAL_END = RuleParam("interval_end", 1.0, "guide until (fraction of the steps)", low=0.0, high=1.0,
+                         info="Fraction of the steps after which guidance is off again: 1 guides to the end, and "
+                              "0.75 with a start of 0.25 is the middle half that keeps the most variety on the toy.")
 
 
 def in_interval(options: Options, index: int, num_steps: int) -> bool:

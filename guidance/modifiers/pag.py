@@ -10,9 +10,14 @@ from guidance.methods.base import RuleParam
 from guidance.modifiers.base import Modifier, Options
 
 PAG_SCALE = RuleParam("pag_scale", 0.0, "PAG scale s (0 = off; the paper uses 3)", low=0.0, high=10.0, step=0.25,
-                      needs="attention")
+                      needs="attention",
+                      info="Perturbed-attention guidance: pushes away from a third prediction with the chosen "
+                           "self-attention maps set to identity, s = 3 from Ahn et al. 2024 (0 = off, one more model "
+                           "call per step).")
 PAG_LAYERS = RuleParam("pag_layers", "mid", "PAG: self-attention layers perturbed",
-                       choices=("mid", "up", "down", "mid,up"), needs="attention")
+                       choices=("mid", "up", "down", "mid,up"), needs="attention",
+                       info="Which UNet blocks' self-attention PAG replaces by identity: mid (the default, as "
+                            "diffusers' PAG pipelines), up, down or mid and up together.")
 
 
 def pag_push(guided: Tensor, predictions: Mapping[str, Tensor], options: Options) -> Tensor:

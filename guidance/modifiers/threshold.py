@@ -8,7 +8,10 @@ from guidance.methods.base import RuleParam
 from guidance.modifiers.base import Modifier, Options, RunFacts
 
 THRESHOLD = RuleParam("threshold", 0.0, "dynamic thresholding percentile p (0 = off; Imagen uses 0.995)", low=0.5,
-                      high=0.9999, step=0.005, off=0.0, needs="pixels")
+                      high=0.9999, step=0.005, off=0.0, needs="pixels",
+                      info="Dynamic thresholding: each step's x̂0 is clipped at its p-th percentile of |x̂0| and "
+                           "rescaled, p = 0.995 from Imagen (Saharia et al. 2022); 0 = off, pixel models with ddim or "
+                           "ddpm only.")
 THRESHOLD_SCHEDULERS = ("ddim", "ddpm")
 
 

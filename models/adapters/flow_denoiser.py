@@ -49,16 +49,16 @@ class FlowDenoiser:
         self.tokens = {"cond": cond_tokens, "uncond": uncond_tokens}
         self.pooled = {"cond": cond_pooled, "uncond": uncond_pooled}
         self.max_rows = max_rows if max_rows is not None else row_budget()
+        self.dtype = transformer.dtype  # read once: diffusers' ``.dtype`` walks every module (~1 ms a call)
 
     def contexts(self, call: ModelCall, per_branch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The token states and pooled vectors of every row, stacked in the call's branch order."""
         check_branches(call.branches)
         if any(self.tokens[b] is None for b in call.branches):
             raise ValueError("this guidance rule needs the unconditional branch (a negative or empty prompt)")
-        dtype = self.transformer.dtype
         tokens = torch.cat([_rows(self.tokens[b], per_branch) for b in call.branches])
         pooled = torch.cat([_rows(self.pooled[b], per_branch) for b in call.branches])
-        return tokens.to(device=device, dtype=dtype), pooled.to(device=device, dtype=dtype)
+        return tokens.to(device=device, dtype=self.dtype), pooled.to(device=device, dtype=self.dtype)
 
     def __call__(self, x: Tensor, t: Tensor, call: ModelCall) -> Tensor:
         tokens, pooled = self.contexts(call, x.shape[0] // len(call.branches), x.device)

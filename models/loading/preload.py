@@ -66,6 +66,7 @@ LOADERS: dict[str, Loader] = {
     "classifier_clean": lambda p, r: load_labelled_classifier(p.source("classifier_clean"), "classifier_clean", r),
 }
 TOGETHER = {"adm_classifier": "adm_diffusion"}
+MESSAGE_CHARS = 600  # of a failed role's message on the page: the loaders' messages end with what to do
 # Roles that only add to an answer: when one fails, the page says what stands in and every tab still answers.
 AIDS = {PREVIEW_ROLE: "previews and saturation diagnostics use a fitted linear latent→RGB map instead",
         "clip": "the CLIP cosine read-outs are skipped (cross-modal mode needs it)"}
@@ -98,7 +99,8 @@ def preload(profile: Profile, runtime: Runtime, report: Callable[[str], None] = 
         try:
             LOADERS[role](profile, runtime)
         except Exception as e:  # noqa: BLE001 - one broken role must not stop the app from starting
-            statuses.append(RoleStatus(role, False, time.perf_counter() - start, str(e)[:300]))
+            # Long enough for a whole instruction (the gated message ends with where to set HF_TOKEN).
+            statuses.append(RoleStatus(role, False, time.perf_counter() - start, str(e)[:MESSAGE_CHARS]))
         else:
             statuses.append(RoleStatus(role, True, time.perf_counter() - start))
         report(f"  {role}: {'loaded' if statuses[-1].ok else 'failed'} in {statuses[-1].seconds:.1f} s")

@@ -124,14 +124,13 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd", revis
 
     def build():
         from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import AutoTokenizer
 
         rev = {"revision": revision} if revision else {}
         try:
             unet = load_weights(UNet2DConditionModel, source, runtime, subfolder="unet", **rev)
-            text_encoder = load_weights(text_encoder_class(source, revision), source, runtime,
-                                        subfolder="text_encoder", **rev)
-            tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **rev)
+            encoder_class, tokenizer_class = text_classes(source, revision)
+            text_encoder = load_weights(encoder_class, source, runtime, subfolder="text_encoder", **rev)
+            tokenizer = tokenizer_class.from_pretrained(source, subfolder="tokenizer", **rev)
             scheduler_config = scheduler_config_of(source, revision)
             vae = None
             if not Path(source).is_dir() or (Path(source) / "vae").is_dir():
@@ -146,14 +145,31 @@ def load_sd(source: str, runtime: Runtime | None = None, role: str = "sd", revis
     return cached(("sd", source, revision, runtime), build)
 
 
-def text_encoder_class(source: str, revision: str | None = None) -> type:
-    """The folder's text encoder class from its config: SD's CLIP text model, or a T5 encoder (the toy ``sd_t5``,
-    Imagen-style conditioning on per-token T5 states)."""
-    from transformers import AutoConfig, CLIPTextModel, T5EncoderModel
+# The text classes an SD-style folder may name; any other name is refused rather than looked up in transformers.
+TEXT_CLASSES = frozenset({"CLIPTextModel", "T5EncoderModel", "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer",
+                          "T5TokenizerFast"})
+
+
+def text_classes(source: str, revision: str | None = None) -> tuple[type, type]:
+    """The folder's text encoder and tokenizer classes, read from ``model_index.json`` as diffusers reads them: SD's
+    CLIP text model and tokenizer, or a T5 encoder (the toy ``sd_t5``, Imagen-style conditioning on per-token T5
+    states). A folder without ``model_index.json`` is SD's CLIP pair. Reading the index (rather than asking
+    ``AutoTokenizer``) matters offline: the hub's SD repos have no ``tokenizer/config.json`` to probe."""
+    import transformers
+    from diffusers import DiffusionPipeline
 
     rev = {"revision": revision} if revision else {}
-    config = AutoConfig.from_pretrained(source, subfolder="text_encoder", **rev)
-    return T5EncoderModel if config.model_type == "t5" else CLIPTextModel
+    index: dict = {}
+    if not Path(source).is_dir() or (Path(source) / "model_index.json").is_file():
+        index = dict(DiffusionPipeline.load_config(source, **rev))
+    names = []
+    for part, default in (("text_encoder", "CLIPTextModel"), ("tokenizer", "CLIPTokenizer")):
+        name = (index.get(part) or [None, default])[1] or default
+        if name not in TEXT_CLASSES:
+            raise ValueError(f"{part} class {name!r} in model_index.json is not one this loader knows "
+                             f"({', '.join(sorted(TEXT_CLASSES))})")
+        names.append(name)
+    return getattr(transformers, names[0]), getattr(transformers, names[1])
 
 
 def scheduler_config_of(source: str, revision: str | None = None) -> dict:

@@ -3,12 +3,13 @@
     HF_HUB_OFFLINE=1 .venv/bin/python -m scripts.bench.report [--repeats 11] [--threads 1] \
         [--out artifacts/benchmark.md]
 
-Rows: our loop vs the diffusers pipeline for text-to-image, ControlNet and image variations (tiny models),
+Rows: our loop vs the diffusers pipeline for text-to-image, ControlNet, image variations, SD3.5 (rectified flow) and
+PixArt-Σ (tiny models),
 Perp-CFG/CFG step, every guidance method's step against CFG's (toy models), classifier-guided/unguided
 step against its cost model, batched sweep vs sequential,
 app cold start to the first served ``/playground`` request, one image through ``/text_to_image`` via
 gradio_client, and peak RSS of this process and of the app. Prints one markdown table and writes it to
-``--out``. The per-area scripts (``scripts/benchmark_*.py``) give the same rows with more knobs.
+``--out``. The per-area scripts (``scripts/bench/*.py``) give the same rows with more knobs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 
 from scripts.bench import classifier_guidance as benchmark_cg  # noqa: E402
 from scripts.bench import controlnet as benchmark_controlnet  # noqa: E402
+from scripts.bench import flow as benchmark_flow  # noqa: E402
 from scripts.bench import image as benchmark_image  # noqa: E402
 from scripts.bench import methods as benchmark_methods  # noqa: E402
 from scripts.bench import t2i as benchmark_t2i  # noqa: E402
@@ -140,6 +142,44 @@ def measure_app(repeats: int) -> list[Row]:
     ]
 
 
+def measure_request_split(repeats: int) -> list[Row]:
+    """Where one toy ``/text_to_image`` request's time goes: model work (the task's ``sample`` section), presentation
+    (``present``: PIL images with their PNG text, plot data), and transport (the rest of the client's wall time:
+    queueing, Gradio's encoding and file cache, HTTP, the client's download). The in-process model work of the same
+    request in this process is the yardstick of the issue's target (≤ 0.7 s, or ≤ 1.15× the model work)."""
+    from gradio_client import Client
+
+    from models.profiles import load_profile
+    from tasks.text_to_image import TEXT_TO_IMAGE
+
+    workdir = Path(tempfile.mkdtemp(prefix="condlab-bench-split-"))
+    profile, model = app_profile(workdir)
+    request = dict(prompt="a red circle", width=32, height=32, steps=25, seed=0)
+    in_process = load_profile(profile)
+    TEXT_TO_IMAGE(in_process, **request)  # loads the model
+    with started_app(profile) as (_proc, url, _log, _t):
+        client = Client(url, verbose=False, download_files=str(workdir / "downloads"))
+        client.predict(**request, api_name="/text_to_image")  # loads the model in the app
+        walls, samples, presents, local = [], [], [], []
+        for _ in range(repeats):  # interleaved: the app's request, then the same in this process
+            start = time.perf_counter()
+            out = client.predict(**request, api_name="/text_to_image")
+            walls.append(time.perf_counter() - start)
+            timings = out[2]["timings"]
+            samples.append(timings["sample"])
+            presents.append(timings.get("present", 0.0))
+            local.append(TEXT_TO_IMAGE(in_process, **request).outputs["metadata"]["timings"]["sample"])
+    wall, work, present = (statistics.median(v) for v in (walls, samples, presents))
+    model_here = statistics.median(local)
+    transport = wall - work - present
+    goal = max(0.7, 1.15 * model_here)
+    return [Row(f"one toy image via gradio_client `/text_to_image` ({model}, 32² px, 25 DDIM steps, CFG): the split",
+                f"{wall * 1000:.0f} ms", f"{model_here * 1000:.0f} ms", wall / model_here,
+                f"model work {work * 1000:.0f} ms · presentation {present * 1000:.0f} ms · transport "
+                f"{transport * 1000:.0f} ms; reference = model work of the same request in process; goal ≤ "
+                f"{goal * 1000:.0f} ms (max of 0.7 s and 1.15× it); medians of {repeats}")]
+
+
 def measure_streaming(repeats: int) -> list[Row]:
     """x̂0 previews: one image through gradio_client with previews streamed vs the same app without them.
 
@@ -188,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "benchmark.md"))
     parser.add_argument("--skip-app", action="store_true", help="leave out the app rows (no subprocess)")
+    parser.add_argument("--only-requests", action="store_true",
+                        help="only the request-path rows: the split and the streaming comparison (issue 29)")
     return parser
 
 
@@ -198,6 +240,13 @@ def main(argv: list[str] | None = None) -> None:
               "--steps", str(args.steps)]
     started = time.perf_counter()
     rows: list[Row] = []
+    if args.only_requests:
+        rows += measure_request_split(args.repeats) + measure_streaming(max(args.repeats, 21))
+        report = f"{run_header(torch.get_num_threads())}\n\n{markdown_table(rows)}\n"
+        print("\n" + report)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report)
+        return
     # Three scales (six cells) keep the sequential side of the sweep, the slowest item here, near a minute.
     t2i_args = [*common, "--size", "64", "--scales", "1,7.5,20"]
     rows += benchmark_t2i.measure(benchmark_t2i.build_parser().parse_args(t2i_args))
@@ -205,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     rows += benchmark_image.measure(benchmark_image.build_parser().parse_args([*common, "--size", "32"]))
     rows += benchmark_cg.measure(benchmark_cg.build_parser().parse_args([*common, "--batches", "1"]))
     rows += benchmark_methods.measure(benchmark_methods.build_parser().parse_args(common))
+    rows += benchmark_flow.measure(benchmark_flow.build_parser().parse_args(common))
     if not args.skip_app:
         rows += measure_app(args.repeats)
+        rows += measure_request_split(args.repeats)
         rows += measure_streaming(max(args.repeats, 21))  # a ±5 % effect: more rounds than the other rows
     rows.append(Row("peak RSS of this benchmark process (all models above loaded)", f"{peak_rss_mb():.0f} MiB",
                     "—", None, "ru_maxrss"))

@@ -1,6 +1,7 @@
 """Toy binding accuracy at CFG w ∈ {1, 4, 7}: does each colour and shape word attend to its own object?
 
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m scripts.eval.binding --threads 1   # ~8 min on 1 CPU core
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m scripts.eval.binding --model sd_t5  # the T5-reading UNet
 
 Prompts are the world's own two-object captions naming the first object's position ("a red circle on the left and a
 blue square", ``scripts.shared.metrics.pair_prompts``); each is sampled ``--samples`` times per scale with the same
@@ -8,7 +9,7 @@ seeds at every w (a paired comparison), exactly as the Attention binding tab sam
 (``experiments.attention_binding.attention_binding``: the one sampler loop, DDIM, the recorder on every cross-attention
 layer). Masks are read off each sample by colour (``experiments.binding_masks``). Writes ``assets/toy/binding.json``
 (every summary), ``assets/toy/binding.md`` (the table) and ``assets/toy/binding.png`` (accuracy per step and per
-layer, shares per w).
+layer, shares per w); ``--model sd_t5`` writes ``assets/toy/binding_sd_t5.*``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from scripts.shared.metrics import pair_prompts
 from scripts.shared.training import ASSETS, setup
 
 SCALES = (1.0, 4.0, 7.0)
+MODELS = ("sd", "sd_t5")  # the toy profile's UNet roles: cross-attention maps need a UNet
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,14 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ASSETS / "binding")
-    return parser.parse_args(argv)
+    parser.add_argument("--model", choices=MODELS, default="sd",
+                        help="the toy profile's UNet role: sd (CLIP-like encoder) or sd_t5 (order-aware T5 encoder)")
+    parser.add_argument("--out", type=Path, default=None, help="default assets/toy/binding (binding_sd_t5 for sd_t5)")
+    args = parser.parse_args(argv)
+    args.out = args.out or ASSETS / ("binding" if args.model == "sd" else f"binding_{args.model}")
+    return args
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     setup(args.seed, args.threads)
     profile = load_profile("toy")
-    sd = load_role_sd(profile, pick_runtime(), "sd")
+    sd = load_role_sd(profile, pick_runtime(), args.model)
     prompts = pair_prompts(args.prompts, seed=args.seed)
     results, started = {}, time.perf_counter()
     for scale in args.scales:
@@ -62,8 +68,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         summary["layers"] = layers
         summary["seconds"] = time.perf_counter() - seconds
         results[f"{scale:g}"] = summary
-    return {"config": {"prompts": args.prompts, "samples_per_prompt": args.samples, "steps": args.steps,
-                       "scheduler": "ddim", "seed": args.seed, "threads": args.threads, "model": "assets/toy/sd",
+    return {"config": {"model_role": args.model, "prompts": args.prompts, "samples_per_prompt": args.samples,
+                       "steps": args.steps, "scheduler": "ddim", "seed": args.seed, "threads": args.threads,
+                       "model": profile.display_source(args.model),
                        "prompt_examples": [p.text for p in prompts[:3]]},
             "seconds": time.perf_counter() - started, "scales": results}
 
@@ -71,9 +78,9 @@ def evaluate(args: argparse.Namespace) -> dict:
 def markdown(report: dict) -> str:
     config = report["config"]
     lines = [
-        "# Toy attention binding (`python -m scripts.eval.binding`)", "",
+        f"# Toy attention binding (`python -m scripts.eval.binding --model {config.get('model_role', 'sd')}`)", "",
         f"{config['prompts']} two-object prompts of the shapes world × {config['samples_per_prompt']} samples per "
-        f"scale (the same seeds at every w), DDIM {config['steps']} steps, the toy UNet's "
+        f"scale (the same seeds at every w), DDIM {config['steps']} steps, model `{config['model']}`, the toy UNet's "
         f"{len(next(iter(report['scales'].values()))['layers'])} cross-attention layers. A word is bound when its "
         "cross-attention mass (summed over steps and layers) on its own object exceeds that on the other object; "
         "masks are the sample's pixels of each named colour (layout disc when a colour is missing). n counts "

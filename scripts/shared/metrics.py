@@ -456,6 +456,13 @@ def write_summary(summary: list[dict], path: Path) -> None:
                              for k, v in row.items()})
 
 
+def read_summary(path: Path) -> list[dict]:
+    """summary.csv back as rows: numbers as floats (NaN where empty), ``method`` as written."""
+    with path.open(newline="") as f:
+        return [{k: v if k == "method" else (float(v) if v else float("nan")) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
 def error_bars(points: list[dict], name: str) -> list[list[float]]:
     """matplotlib's [below, above] distances from each mean to its interval's ends (0 where undefined)."""
     below = [r[name] - r[f"{name}_lo"] for r in points]

@@ -77,6 +77,9 @@ PLAN: list[tuple[str, str, dict]] = [
     ("/attention_binding", "two objects, 4 images, 25 steps", dict(prompt="a red cube and a blue sphere", num_images=4,
                                                                    steps=25, seed=0)),
     ("/adaln_zero", "fresh DiT block, AdaLN-zero vs default init", dict(seed=0)),
+    # Refused with its reason while the profile names no distilled student (the full profile has none yet).
+    ("/distill_compare", "CFG teacher vs distilled student, w 2/7, 25 steps", dict(prompt="a photo of a red cat",
+                                                                                  scales="2, 7", steps=25, seed=0)),
 ]
 
 
