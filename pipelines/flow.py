@@ -52,6 +52,10 @@ def resolve_flow_size(flow: FlowComponents, width: int | None, height: int | Non
     (16 pixels for SD3: a 2 × 2 patch of an 8× VAE's latents)."""
     width, height = width or flow.native_size, height or flow.native_size
     check_size(width, height, flow.size_multiple)
+    largest = flow.max_size
+    if largest is not None and max(width, height) > largest:
+        raise ValueError(f"this flow model draws at most {largest}×{largest} px (its positional embedding covers "
+                         f"{largest // flow.size_multiple} patches a side); got {width}×{height}")
     return width, height
 
 

@@ -181,3 +181,13 @@ def test_a_gated_repo_without_a_token_says_so_plainly(monkeypatch):
 def test_a_folder_without_the_model_names_the_flow_role(tmp_path):
     with pytest.raises(ModelUnavailable, match="The 'flow' model could not be loaded"):
         load_flow(str(tmp_path), CPU)
+
+
+def test_a_size_beyond_the_positional_embedding_is_refused_before_sampling(toy):
+    """The toy layout's embedding covers 8 patches of 2 px: 16 px draws, 32 px is refused in our words (diffusers'
+    own error would name latent patches and the embedding's size)."""
+    assert toy.max_size == 16
+    assert flow_to_image(toy, "a red circle", rule=GuidanceRule("cfg", 2.0), steps=1, seed=0, width=16,
+                         height=16).images.shape[-1] == 16
+    with pytest.raises(ValueError, match=r"at most 16×16 px .* got 32×16"):
+        flow_to_image(toy, "a red circle", rule=GuidanceRule("cfg", 2.0), steps=1, seed=0, width=32, height=16)

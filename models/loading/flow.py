@@ -78,6 +78,13 @@ class FlowComponents:
         return int(self.transformer.config.sample_size) * self.vae_scale_factor
 
     @property
+    def max_size(self) -> int | None:
+        """The largest side in pixels the transformer's positional embedding covers (``pos_embed_max_size`` patches;
+        6144 for SD3.5, 32 for the toy), None when it sets no limit."""
+        patches = self.transformer.config.get("pos_embed_max_size")
+        return int(patches) * self.size_multiple if patches else None
+
+    @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this: one transformer patch of latent cells."""
         return int(self.transformer.config.patch_size) * self.vae_scale_factor

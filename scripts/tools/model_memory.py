@@ -142,6 +142,17 @@ def sd3_vae():
     )
 
 
+def flux_dev_transformer():
+    """FLUX.1-dev's transformer (black-forest-labs/FLUX.1-dev transformer/config.json: 19 double-stream and 38
+    single-stream blocks of 24 heads × 128, ``guidance_embeds`` true): a public model that ships a guidance embedding,
+    counted to say why the full profile does not offer it."""
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                  attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                  pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+
+
 def transformer_roles() -> dict[str, dict[str, int]]:
     """Parameters per network of the two transformer roles: ``pixart`` (PixArt-Σ 512-MS) and ``flow`` (SD3.5
     Medium); CLIP-L is the ViT-L/14 text tower of SD3's text_encoder, CLIP-G OpenCLIP bigG's of text_encoder_2."""
@@ -209,6 +220,13 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for tab, what, n in rows:
         print(f"| {tab} | {what} | {n / 1e6:,.0f} M | {n * 2 / 2**30:.2f} GiB |")
+    with torch.device("meta"):
+        flux = flux_dev_transformer()
+        flux_params = sum(p.numel() for p in flux.parameters())
+        guidance_embedder = sum(p.numel() for name, p in flux.named_parameters() if "guidance_embedder" in name)
+    print(f"\nNot in the profile: FLUX.1-dev's transformer, which takes w through a guidance embedding "
+          f"({guidance_embedder:,} of its {flux_params / 1e6:,.0f} M parameters), is {flux_params * 2 / 2**30:.2f} "
+          "GiB in bf16 before its T5-XXL, CLIP-L and VAE, and gated under a non-commercial licence.")
     print(f"\nOn CUDA each T5-XXL encoder (PixArt-Σ's, SD3.5's) keeps its wo layers in float32: "
           f"+{t5_extra / 2**30:.2f} GiB each ({t5_extra:,} B) beyond the fp16 column.")
 
