@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable
 
 _CACHE: dict[tuple, object] = {}
-_LOCK = threading.Lock()
+# Re-entrant: a loader may itself load a cached part (a pipeline its UNet) in the same thread.
+_LOCK = threading.RLock()
 
 
 def cached(key: tuple, build: Callable[[], object]) -> object:

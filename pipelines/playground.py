@@ -12,7 +12,6 @@ from guidance.rules import RULE_NAMES, GuidanceRule
 from guidance.sampler import ClassifierGuidance, Denoiser, SampleResult, StepState, initial_noise, sample
 from models.architectures.gmm2d import GaussianMixture2D, GMMDenoiser, default_mixture, degraded, exact_classifier
 from models.architectures.guided_student_2d import GuidedStudentDenoiser, load_student
-from models.cache import cached
 from models.runtime import cpu_generator
 
 GUIDANCE_MODES = (*RULE_NAMES, "classifier")
@@ -84,7 +83,7 @@ def run_playground(
                              "registry")
         # One call per step of the shipped 2D student at w (Meng et al. 2023): the loop takes its output as it is.
         rule, classifier = GuidanceRule("none", 1.0), None
-        denoiser_call = GuidedStudentDenoiser(cached(("distill_2d_student",), load_student), label, float(scale))
+        denoiser_call = GuidedStudentDenoiser(load_student(), label, float(scale))
     else:
         rule = GuidanceRule(guidance, float(scale), **options)
         needing = [m for m in rule.modifiers if any(p.needs for p in m.params)]

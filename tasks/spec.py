@@ -104,6 +104,7 @@ class Output:
     preview: bool = False  # streams the predicted x̂0 while sampling (the endpoint becomes a generator)
     axes: tuple[str, str, str] = ("step", "value", "series")
     y_title: str = ""
+    requested_by: str = ""  # a field that asks for this output: it is empty while that field is at its default
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ TEXT_TO_IMAGE_SPEC = EndpointSpec(
         Output("snippet", "code", "reproduce with gradio_client"),
         SATURATION_OUTPUT,
         Output("compare", "slider", "this method ↔ plain CFG (same seed and scale; drag to compare)",
-               elem_id="t2i-compare"),
+               elem_id="t2i-compare", requested_by="compare_with"),
     ),
     checks=(check_pixels, check_sampler, check_text_model),
     cost=text_to_image_cost,

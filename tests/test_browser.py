@@ -75,9 +75,13 @@ def browser_page(url: str, width: int = 1280):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": 1100})
+            # A script error leaves the page half alive (a cached example's plot once stopped the tabs from switching).
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(url)
             page.get_by_role("heading", name="Conditioning Lab").wait_for(timeout=60_000)
             yield page
+            assert not errors, f"the page raised script errors: {errors}"
         finally:
             browser.close()
 

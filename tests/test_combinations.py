@@ -24,6 +24,14 @@ def toy():
     return load_profile("toy")
 
 
+def requested(output, request: dict, spec) -> bool:
+    """Whether ``request`` asks for ``output``: always, unless a field that requests it is left at its default."""
+    if not output.requested_by:
+        return True
+    default = next(f.default for f in spec.fields if f.name == output.requested_by)
+    return request.get(output.requested_by, default) != default
+
+
 def run_plan(task, profile) -> tuple[list[str], int, float]:
     """(failures, requests run, seconds): a failure names the request's controls and what went wrong."""
     p = plan(task.spec.bind(profile))
@@ -39,7 +47,8 @@ def run_plan(task, profile) -> tuple[list[str], int, float]:
         except Exception as error:  # noqa: BLE001 - every failure is reported with its controls
             failures.append(f"{p.api_name} [{', '.join(labels) or 'defaults'}]: {type(error).__name__}: {error}"[:400])
             continue
-        missing = [o.name for o in task.spec.outputs if result.outputs.get(o.name) is None]
+        missing = [o.name for o in task.spec.outputs
+                   if result.outputs.get(o.name) is None and requested(o, request, task.spec)]
         if missing:
             failures.append(f"{p.api_name} [{', '.join(labels)}]: no {missing}")
     seconds = time.perf_counter() - started

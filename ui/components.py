@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 
@@ -24,6 +25,19 @@ class CompareSlider(gr.ImageSlider):
 
     def read_from_flag(self, payload):  # noqa: ANN001, ANN201 - gradio's signature
         return None if payload in ("", None) else super().read_from_flag(payload)
+
+
+class DataLinePlot(gr.LinePlot):
+    """gr.LinePlot whose cached examples come back as plots: gradio writes the plot's data to the examples CSV as JSON
+    and hands the string back unparsed, which the page cannot draw (and the tab stops responding). As a template of
+    LinePlot the page draws it with LinePlot's own frontend."""
+
+    is_template = True
+
+    def read_from_flag(self, payload):  # noqa: ANN001, ANN201 - gradio's signature
+        if payload in ("", None):
+            return None
+        return json.loads(payload) if isinstance(payload, str) else payload
 
 
 def field_component(field: Field, **overrides) -> gr.components.Component:
@@ -101,7 +115,7 @@ def output_component(output: Output) -> gr.components.Component:
         return CompareSlider(type="pil", format="png", **kw)
     if output.kind == "lineplot":
         x, y, colour = output.axes
-        return gr.LinePlot(x=x, y=y, color=colour, y_title=output.y_title or None, tooltip="all", height=260, **kw)
+        return DataLinePlot(x=x, y=y, color=colour, y_title=output.y_title or None, tooltip="all", height=260, **kw)
     raise ValueError(f"unknown output kind {output.kind!r}")
 
 

@@ -226,6 +226,27 @@ def endpoint_function(task: Task, endpoint: BoundEndpoint) -> Callable:
     return endpoint_fn
 
 
+def reordered(endpoint_fn: Callable, order: Sequence[str]) -> Callable:
+    """``endpoint_fn`` with its fields in ``order`` (Gradio fills progress and request as before)."""
+    parameters = inspect.signature(endpoint_fn).parameters
+    signature = inspect.Signature([parameters[n] for n in (*order, "progress", "request")])
+
+    def by_name(args: tuple, kwargs: dict) -> dict:
+        return dict(signature.bind(*args, **kwargs).arguments)  # Gradio passes progress and request positionally
+
+    if inspect.isgeneratorfunction(endpoint_fn):
+        def fn(*args, **kwargs):
+            yield from endpoint_fn(**by_name(args, kwargs))
+    else:
+        def fn(*args, **kwargs):
+            return endpoint_fn(**by_name(args, kwargs))
+
+    fn.__signature__ = signature
+    fn.__annotations__ = {"request": gr.Request}
+    fn.__name__ = fn.__qualname__ = endpoint_fn.__name__
+    return fn
+
+
 def wire(
     trigger: gr.Button,
     task: Task,
@@ -249,7 +270,11 @@ def wire(
     input_list = [inputs[n] for n in endpoint.names]
     output_list = [outputs[o.name] for o in task.spec.outputs]
     if examples:
-        gr.Examples([endpoint.row(**row) for row in examples], input_list, output_list, fn=fn, cache_examples=True,
+        # The fields the examples set come first, so a row reads "image, prompt, seed …" before the defaults.
+        order = [n for n in endpoint.names if any(n in row for row in examples)]
+        order += [n for n in endpoint.names if n not in order]
+        rows = [[dict(zip(endpoint.names, endpoint.row(**row), strict=True))[n] for n in order] for row in examples]
+        gr.Examples(rows, [inputs[n] for n in order], output_list, fn=reordered(fn, order), cache_examples=True,
                     cache_mode="lazy", label=examples_label)
     queue = GPU_QUEUE if task.spec.cost is not None else CPU_QUEUE
     # While previews stream into an output, the progress bar shows on the others, so the previews stay visible.
