@@ -99,7 +99,7 @@ def test_a_profile_without_the_role_says_how_to_add_it(tmp_path):
     path.write_text(text)
     without = load_profile(str(path))
     assert "distilled" not in TEXT_TO_IMAGE.spec.bind(without).field("guidance").choices  # not offered
-    with pytest.raises(ModelUnavailable, match="names no 'distilled' model.*profile TOML"):  # as any tab without its model
+    with pytest.raises(ModelUnavailable, match="names no 'distilled' model.*profile TOML"):  # like any tab
         DISTILL_COMPARE(without, scales="2", **QUICK)
     with pytest.raises(ValueError, match="distilled"):  # and an API call naming it is refused
         TEXT_TO_IMAGE.spec.bind(without).parse({**QUICK, "guidance": "distilled", "scale": 4.0})

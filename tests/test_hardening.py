@@ -174,11 +174,14 @@ CROSS_FIELD = [
 
 
 @pytest.fixture(scope="module")
-def app(everything_profile, tmp_path_factory):
+def app(everything_profile, tiny_sd_folder, tmp_path_factory):
+    from test_readme_examples import profile_with_student  # every tab, /distill_compare included
+
     root = tmp_path_factory.mktemp("hardening")
+    profile = profile_with_student(everything_profile, tiny_sd_folder, root)
     env = {"CONDLAB_DEVICE": "cpu", "TORCH_HOME": str(root / "torch"), "CONDLAB_ADM_CACHE": str(root / "adm")}
-    bound = endpoints(everything_profile)
-    with live_app(everything_profile, env=env) as client:
+    bound = endpoints(profile)
+    with live_app(profile, env=env) as client:
         client.bound, client.base = bound, base_requests(bound)
         yield client, root
 

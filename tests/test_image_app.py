@@ -89,7 +89,7 @@ def test_ip_adapter_scale_zero_is_the_text_to_image_endpoint(setup):
 
 def test_cross_modal_endpoint(setup):
     client, _, _, photo = setup
-    gallery, scores, _, meta, _ = _call(client, photo, mode="cross-modal", mix=0.5, guidance="perp-cfg")
+    gallery, scores, _, meta, _, _ = _call(client, photo, mode="cross-modal", mix=0.5, guidance="perp-cfg")
     assert len(gallery) == 1 and meta["rule"]["name"] == "perp-cfg" and scores["output_vs_prompt"] is not None
     text_only, *_ = _call(client, None, mode="cross-modal", mix=1.0)
     assert len(text_only) == 1

@@ -69,11 +69,16 @@ def test_the_guidance_registry_drives_every_endpoint_that_guides():
     for spec in guided:
         guidance = spec.bind(toy).field("guidance")
         # A class-conditional DiT has no weaker DiT to autoguide with and no UNet layers for PAG to name; a method
-        # that samples a model of its own (the distilled student) is offered where the profile has that role.
+        # that samples a model of its own (the distilled text-to-image student) is offered by the text-to-image
+        # endpoint where the profile has that role (the playground has its own 2D student), by no other.
         dit = spec.api_name == "/class_cfg"
-        rules = {n for n in RULE_NAMES if not (dit and METHODS[n].uncond_branch == "weak")
-                 and (not METHODS[n].model_role or toy.has(METHODS[n].model_role))}
+        own_model = {n for n in RULE_NAMES if METHODS[n].model_role}
+        rules = {n for n in RULE_NAMES if not (dit and METHODS[n].uncond_branch == "weak") and n not in own_model}
+        if spec.api_name == "/text_to_image":
+            rules |= {n for n in own_model if toy.has(METHODS[n].model_role)}
         assert rules <= set(guidance.choices), spec.api_name
+        if spec.api_name not in ("/text_to_image", "/playground"):
+            assert not own_model & set(guidance.choices), spec.api_name
         # The exact 2D world has no attention layers or pixels: PAG and thresholding are left out there only.
         expected = {n for n, p in RULE_PARAMS.items() if not (p.needs and spec.api_name == "/playground")
                     and not (dit and n.startswith("pag_"))}

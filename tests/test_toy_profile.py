@@ -40,7 +40,8 @@ def test_toy_is_shipped_and_every_role_exists():
 def test_sizes_and_formats():
     files = [p for p in TOY.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
-    assert sum(p.stat().st_size for p in files) < 40e6
+    # Eleven small models (sd, sd_t5, flow, distilled, dit, …); a clone of the Space stays quick.
+    assert sum(p.stat().st_size for p in files) < 60e6
     # Compact files (the UNet is stored in float16): the Hub takes them without Git LFS/Xet, so a plain git push
     # deploys the Space.
     assert all(p.stat().st_size < 8 * 2**20 for p in files), max(files, key=lambda p: p.stat().st_size)
@@ -121,7 +122,7 @@ def test_toy_app_text_to_image_controlnet_and_variations(toy_client):
     # The tiny CLIP's read-out: one cosine per output image, against the input image.
     assert len(scores["output_vs_input_image"]) == 1 and -1 <= scores["output_vs_input_image"][0] <= 1
     # Classifier guidance: the UNet's empty-prompt branch guided by the world classifiers.
-    gallery, _, meta, seed = toy_client.predict(class_name="a Blue  Square", steps="ddim10", compare_clean=True,
+    gallery, _, meta, seed, *_ = toy_client.predict(class_name="a Blue  Square", steps="ddim10", compare_clean=True,
                                                 api_name="/classifier_guidance")  # fmt: skip
     assert [Image.open(g["image"]).size for g in gallery] == [(32, 32)] * 2 and seed == 0
     assert meta["parameters"]["class_name"] == "blue square" and set(meta["runs"]) == {"noise-aware", "clean"}
