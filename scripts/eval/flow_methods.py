@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ def run_model(model: str, args: argparse.Namespace) -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Guidance on the toy flow model vs the toy UNet (`python -m scripts.eval.flow_methods`)", "",
+    command = f"python -m scripts.eval.flow_methods --samples-per-prompt {report['samples_per_prompt']}"
+    lines = [f"# Guidance on the toy flow model vs the toy UNet (`{command}`)", "",
              f"{report['prompts']} single-object prompts × {report['samples_per_prompt']} samples per cell, "
              f"{report['steps']} steps, the same seeds in every cell; judge accuracy with its 95 % Wilson interval, "
              "diversity = mean pixel distance between a prompt's samples, saturation = mean HSV S, clipped = share "
@@ -63,7 +65,8 @@ def markdown(report: dict) -> str:
                     cells.append(f"{value:.3f} [{row[f'{key}_lo']:.2f}, {row[f'{key}_hi']:.2f}]")
                 else:
                     cells.append(f"{value:.3f}")
-            lines.append(f"| {model} | {row['method']} | {row['scale']:g} | " + " | ".join(cells) + " |")
+            scale = "—" if math.isnan(row["scale"]) else f"{row['scale']:g}"  # the world's own images have no w
+            lines.append(f"| {model} | {row['method']} | {scale} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -73,7 +73,8 @@ def run_header(threads: int) -> str:
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     if sys.argv and sys.argv[0].endswith(".py") and "scripts" in Path(sys.argv[0]).parts:
         # Run as ``-m scripts.x``: argv[0] is the file path, so show the module form that was typed.
-        module = ".".join(Path(sys.argv[0]).with_suffix("").parts[-2:])
+        parts = Path(sys.argv[0]).with_suffix("").parts
+        module = ".".join(parts[len(parts) - 1 - parts[::-1].index("scripts"):])  # from the last "scripts" on
         command = shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Measured {stamp} · torch {torch.__version__} · {threads} torch thread(s) · "
