@@ -38,6 +38,14 @@ def everything_profile(tmp_path_factory, tiny_sd_folder):
 
 
 @pytest.fixture(scope="session")
+def student_profile(tmp_path_factory, everything_profile, tiny_sd_folder):
+    """The every-tab profile plus a distilled student of its tiny SD, so /distill_compare has a model to draw."""
+    from tiny_profile import write_profile_with_student
+
+    return write_profile_with_student(everything_profile, tiny_sd_folder, tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture(scope="session")
 def hub_replica(tmp_path_factory):
     """The full profile's hub repos and ADM release files, tiny, under their real names (testing/hub_replica.py)."""
     from testing.hub_replica import build_hub_replica

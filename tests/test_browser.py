@@ -46,11 +46,8 @@ if not CHROMIUM.exists():
 
 
 @pytest.fixture(scope="module")
-def app_url(everything_profile, tiny_sd_folder, tmp_path_factory):
-    from test_readme_examples import profile_with_student  # the tiny profile plus a distilled student
-
-    profile = profile_with_student(everything_profile, tiny_sd_folder, tmp_path_factory.mktemp("browser_profile"))
-    with live_app(profile) as client:
+def app_url(student_profile):
+    with live_app(student_profile) as client:
         yield client.app_url
 
 

@@ -174,11 +174,9 @@ CROSS_FIELD = [
 
 
 @pytest.fixture(scope="module")
-def app(everything_profile, tiny_sd_folder, tmp_path_factory):
-    from test_readme_examples import profile_with_student  # every tab, /distill_compare included
-
+def app(student_profile, tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
-    profile = profile_with_student(everything_profile, tiny_sd_folder, root)
+    profile = student_profile  # every tab, /distill_compare included
     env = {"CONDLAB_DEVICE": "cpu", "TORCH_HOME": str(root / "torch"), "CONDLAB_ADM_CACHE": str(root / "adm")}
     bound = endpoints(profile)
     with live_app(profile, env=env) as client:

@@ -2,9 +2,7 @@
 snippets and the MCP client snippets; and docs/api.md's reference (and docs/deploy.md's ZeroGPU budgets) are what
 ``scripts/tools/api_table.py`` generates from the specs now."""
 
-import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -29,37 +27,11 @@ MCP_SNIPPETS = [(name, i, block) for name in EXAMPLE_FILES for i, block in enume
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def profile_with_student(everything_profile, tiny_sd_folder, root: Path) -> Path:
-    """The every-tab tiny profile plus a distilled student of its tiny SD (as ``scripts/train/toy_distill.py`` starts
-    one: the teacher's weights and a w embedding that adds nothing yet), so /distill_compare has a model to draw."""
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    from scripts.train.toy_distill import EMBEDDING_SCALE, W_MAX, W_MIN, build_student
-
-    student = root / "distilled"
-    shutil.copytree(tiny_sd_folder, student)
-    teacher = UNet2DConditionModel.from_pretrained(tiny_sd_folder, subfolder="unet", torch_dtype=torch.float32)
-    shutil.rmtree(student / "unet")
-    build_student(teacher).save_pretrained(student / "unet")
-    (student / "guidance.json").write_text(json.dumps({"w_min": W_MIN, "w_max": W_MAX,
-                                                       "embedding_scale": EMBEDDING_SCALE, "teacher": "sd"}))
-    text = Path(everything_profile).read_text()
-    path = root / "with_student.toml"
-    path.write_text(text.replace("\n[meta]", f'\ndistilled = "{student}"\n\n[meta]', 1))
-    return path
-
-
 @pytest.fixture(scope="module")
-def examples_profile(everything_profile, tiny_sd_folder, tmp_path_factory):
-    return profile_with_student(everything_profile, tiny_sd_folder, tmp_path_factory.mktemp("examples_profile"))
-
-
-@pytest.fixture(scope="module")
-def client(examples_profile):
+def client(student_profile):
     # The examples use 25 steps and /attention_cost 128² (valid for toy and full); the test profile's caps are lower to
     # keep other tests quick.
-    with live_app(examples_profile, env={"CONDLAB_MAX_STEPS": "30", "CONDLAB_MAX_PIXELS": "16384"}) as c:
+    with live_app(student_profile, env={"CONDLAB_MAX_STEPS": "30", "CONDLAB_MAX_PIXELS": "16384"}) as c:
         yield c
 
 
@@ -146,7 +118,7 @@ def _image_arrays(result) -> list:
     return found
 
 
-def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, examples_profile, monkeypatch):
+def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, student_profile, monkeypatch):
     """Each endpoint's JSON carries a gradio_client snippet; run as printed (uploads filled in), it gives the same
     images, and it names no local path."""
     import numpy as np
@@ -156,7 +128,7 @@ def test_every_endpoint_s_reproduce_snippet_repeats_the_request(client, examples
     from tasks import all_tasks
 
     monkeypatch.chdir(ROOT)
-    profile = load_profile(str(examples_profile))
+    profile = load_profile(str(student_profile))
     photo = str(ROOT / "assets" / "photos" / "astronaut.png")
     for task in all_tasks():
         endpoint = task.spec.bind(profile)

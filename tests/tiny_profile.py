@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from golden import GOLDEN_ADM
@@ -36,4 +38,25 @@ def write_everything_profile(root: Path, tiny_sd_folder: Path) -> Path:
         '\n[meta]\ndescription = "tiny random models for every tab (tests)"\n'
         "\n[limits]\nmax_pixels = 4096\nmax_steps = 10\nmax_images = 2\nmax_upload_pixels = 1000000\ntimeout_s = 60\n"
     )
+    return path
+
+
+def write_profile_with_student(everything_profile, tiny_sd_folder, root: Path) -> Path:
+    """The every-tab tiny profile plus a distilled student of its tiny SD (as ``scripts/train/toy_distill.py`` starts
+    one: the teacher's weights and a w embedding that adds nothing yet), so /distill_compare has a model to draw."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from scripts.train.toy_distill import EMBEDDING_SCALE, W_MAX, W_MIN, build_student
+
+    student = root / "distilled"
+    shutil.copytree(tiny_sd_folder, student)
+    teacher = UNet2DConditionModel.from_pretrained(tiny_sd_folder, subfolder="unet", torch_dtype=torch.float32)
+    shutil.rmtree(student / "unet")
+    build_student(teacher).save_pretrained(student / "unet")
+    (student / "guidance.json").write_text(json.dumps({"w_min": W_MIN, "w_max": W_MAX,
+                                                       "embedding_scale": EMBEDDING_SCALE, "teacher": "sd"}))
+    text = Path(everything_profile).read_text()
+    path = root / "with_student.toml"
+    path.write_text(text.replace("\n[meta]", f'\ndistilled = "{student}"\n\n[meta]', 1))
     return path
